@@ -1,0 +1,47 @@
+"""relaycore: a sans-I/O relay core speaking the itty-sockets protocol.
+
+Bytes and calls in, bytes and effects out: no sockets, no event loop, no clock or
+randomness of its own. Transports (see the ``transports`` package) move the bytes.
+
+>>> from relaycore import Config, Hub, Connection
+>>> from relaycore.testing import FakeClock, seeded_uids
+>>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
+>>> conn = Connection(hub, client="127.0.0.1")
+"""
+
+from __future__ import annotations
+
+from ._config import Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
+from ._connection import Connection, State, __version__
+from ._errors import HTTPError, RelayUsageError
+from ._hub import Channel, Clock, Hub, Member, Session, UidSource
+from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
+from ._outbox import MessageOutbox, Outbox
+from ._wire import parse_json, text_frame
+
+__all__ = [
+    "Channel",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "Connection",
+    "HTTPError",
+    "Hub",
+    "JoinOptions",
+    "LimitsConfig",
+    "Member",
+    "MessageOutbox",
+    "NamespaceConfig",
+    "NamespaceTable",
+    "Outbox",
+    "RelayUsageError",
+    "ServerConfig",
+    "Session",
+    "State",
+    "UidSource",
+    "__version__",
+    "parse_channel",
+    "parse_json",
+    "parse_options",
+    "text_frame",
+]

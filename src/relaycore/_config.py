@@ -1,0 +1,134 @@
+"""Configuration: one typed object, validated once at start-up.
+
+Every key is optional. A TOML file gives the values; environment variables named
+``RELAYCORE_<SECTION>_<KEY>`` (for example ``RELAYCORE_LIMITS_MAX_MESSAGE_BYTES``) override
+them. The environment is passed in as a mapping: the core never reads ``os.environ``.
+
+>>> cfg = Config.from_toml(b'[limits]\\nmax_message_bytes = 4096', env={})
+>>> cfg.limits.max_message_bytes
+4096
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+__all__ = ["Config", "ConfigError", "LimitsConfig", "NamespaceConfig", "ServerConfig"]
+
+ENV_PREFIX = "RELAYCORE_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the bad key."""
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[server]``: where to listen and which optional endpoints to serve."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    echo_endpoint: bool = False
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    shutdown_grace: float = 5.0
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[limits]``: every bound the relay enforces (see docs/limits.md)."""
+
+    max_message_bytes: int = 102_400
+    messages_per_second: float = 100.0
+    messages_burst: int = 200
+    connections_per_second_per_ip: float = 10.0
+    outbound_buffer_bytes: int = 1_048_576
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    close_timeout: float = 10.0
+
+
+class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[namespaces."<prefix>"]``: a reservation; both keys optional."""
+
+    join_key: str | None = None
+    send_key: str | None = None
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration of a relay."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    namespaces: dict[str, NamespaceConfig] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for section, name in _POSITIVE:
+            if getattr(getattr(self, section), name) <= 0:
+                raise ValueError(f"`{section}.{name}` must be greater than 0")
+        if not 0 <= self.server.port <= 65535:
+            raise ValueError("`server.port` must be between 0 and 65535")
+        for prefix in self.namespaces:
+            if not prefix or len(prefix.encode()) > 256:
+                raise ValueError(f"namespace {prefix!r} must be 1..256 bytes")
+
+    @classmethod
+    def from_toml(cls, text: bytes | str = b"", env: Mapping[str, str] | None = None) -> Config:
+        """Build a Config from TOML text and an environment mapping.
+
+        Raises ConfigError with a message naming the offending key.
+        """
+        try:
+            raw: dict[str, Any] = msgspec.toml.decode(text) if text else {}
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("the configuration must be a TOML table")
+        _apply_env(raw, env or {})
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+_POSITIVE = [
+    ("limits", "max_message_bytes"),
+    ("limits", "messages_per_second"),
+    ("limits", "messages_burst"),
+    ("limits", "connections_per_second_per_ip"),
+    ("limits", "outbound_buffer_bytes"),
+    ("limits", "ping_interval"),
+    ("limits", "ping_timeout"),
+    ("limits", "close_timeout"),
+    ("server", "shutdown_grace"),
+]
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Overlay ``RELAYCORE_SECTION_KEY`` variables onto the decoded TOML tables."""
+    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        section, _, key = rest.partition("_")
+        struct = sections.get(section)
+        if struct is None:
+            continue
+        key = key.lower()
+        if key not in struct.__struct_fields__:
+            raise ConfigError(f"unknown setting in environment variable {name}")
+        table = raw.setdefault(section.lower(), {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"`{section.lower()}` must be a table")
+        table[key] = _env_value(value, key)
+
+
+def _env_value(value: str, key: str) -> Any:
+    """Environment values are strings; lists (trusted_proxies) are comma separated."""
+    if key == "trusted_proxies":
+        return [part.strip() for part in value.split(",") if part.strip()]
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return value.strip()

@@ -1,0 +1,422 @@
+"""The per-connection protocol driver: bytes in, frames into outboxes, state out.
+
+Theory of operation. A :class:`Connection` starts in ``HTTP``: h11 parses requests.
+``GET /c/<channel>`` (or ``/r/``) with a valid WebSocket upgrade is answered with 101,
+hands the remaining bytes to a wsproto frame parser and joins the hub (state
+``WEBSOCKET``). Plain requests (``POST /push/...``, ``GET /version``, ``GET /health``) are
+answered through h11, with keep-alive. Every byte the connection must send is written to
+its :attr:`Connection.outbox`; bytes for *other* connections go to theirs, through the
+hub. After each call, the transport flushes ``hub.take_ready()``.
+
+A close started by the relay (message too big, policy, shutdown) moves the connection to
+``CLOSING``: the member has already left, a close frame is queued, and the transport keeps
+reading until the peer answers (``CLOSED``) or its own timeout runs out. When the state is
+``CLOSED`` the transport flushes what is left and closes the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from enum import Enum
+from http import HTTPStatus
+
+import h11
+import msgspec
+from h11._state import MIGHT_SWITCH_PROTOCOL
+from wsproto.connection import Connection as FrameConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from ._errors import HTTPError
+from ._hub import Hub, Member
+from ._names import parse_channel, parse_options
+from ._wire import parse_json
+
+__all__ = ["Connection", "State"]
+
+__version__ = "0.1.0"
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEADER_BYTES = 16 * 1024
+INVALID_JSON = "Invalid JSON message."
+BINARY_UNSUPPORTED = "Binary messages are not supported."
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+
+
+class State(Enum):
+    """Where a connection stands."""
+
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Connection:
+    """One client connection to the relay, driven by plain calls.
+
+    >>> from relaycore import Config, Hub
+    >>> from relaycore.testing import FakeClock, seeded_uids
+    >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
+    >>> conn = Connection(hub)
+    >>> conn.receive_data(b"GET /version HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    >>> conn.outbox.view().split(b"\\r\\n")[0]
+    b'HTTP/1.1 200 OK'
+    """
+
+    def __init__(self, hub: Hub, *, client: str = "") -> None:
+        self.hub = hub
+        #: The peer's address, for per-client limits and logs.
+        self.client = client
+        #: Bytes waiting for this connection's socket.
+        self.outbox = hub.new_outbox()
+        self.state = State.HTTP
+        #: The channel membership, once the WebSocket is open (None on ``/echo``).
+        self.member: Member | None = None
+        #: The close code this side sent or answered with, once closing.
+        self.close_code: int | None = None
+        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._ws: FrameConnection | None = None
+        self._echo = False
+        self._request: h11.Request | None = None
+        self._method = b""
+        self._body = bytearray()
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._limit = hub.config.limits.max_message_bytes
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client or '?'} {self.state.value}>"
+
+    # -- input ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
+        if self.state is State.HTTP:
+            self._http.receive_data(data)
+            self._drive_http()
+        elif self.state is State.CLOSED:
+            return
+        else:
+            assert self._ws is not None
+            self._ws.receive_data(data or None)
+            self._drive_ws()
+
+    def connection_lost(self) -> None:
+        """The transport lost the socket (reset, timeout): leave without a handshake."""
+        self._leave()
+        self.state = State.CLOSED
+
+    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        """Start a close from this side (for example 1001 on shutdown)."""
+        if self.state is State.HTTP:
+            self.state = State.CLOSED
+            return
+        self._leave()
+        self._send_close(code, reason)
+
+    def kick(self, code: int, reason: str) -> None:
+        """Session protocol: the hub removed this member; close the WebSocket."""
+        self._send_close(code, reason)
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    def _drive_http(self) -> None:
+        while self.state is State.HTTP:
+            try:
+                event = self._http.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._refuse(HTTPError(exc.error_status_hint, "Bad request."))
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
+                    self._http.start_next_cycle()
+                    continue
+                if self._request is None:
+                    return
+                self._handle(self._request)
+                continue
+            if isinstance(event, h11.Request):
+                self._request = event
+                self._body.clear()
+                try:
+                    self._check_body_size(event)
+                except HTTPError as exc:
+                    self._refuse(exc)
+                    return
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self._limit:
+                    self._refuse(HTTPError(413, "Body too large."))
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                if self._request is not None and self._http.their_state is not MIGHT_SWITCH_PROTOCOL:
+                    self._handle(self._request)
+            elif isinstance(event, h11.ConnectionClosed):
+                self.state = State.CLOSED
+
+    def _check_body_size(self, request: h11.Request) -> None:
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > self._limit:
+                raise HTTPError(413, "Body too large.")
+
+    def _handle(self, request: h11.Request) -> None:
+        self._request = None
+        self._method = request.method
+        try:
+            self._route(request)
+        except HTTPError as exc:
+            self._refuse(exc, keep_alive=True)
+            return
+        if self.state is State.HTTP:
+            self._next_cycle()
+
+    def _route(self, request: h11.Request) -> None:
+        path, _, query = request.target.partition(b"?")
+        method = request.method
+        if path.startswith((b"/c/", b"/r/")):
+            self._upgrade(request, path[3:], query)
+        elif path.startswith(b"/push/"):
+            if method != b"POST":
+                raise HTTPError(405, "Method not allowed.", [(b"allow", b"POST")])
+            self._push(request, path[6:])
+        elif path == b"/echo" and self.hub.config.server.echo_endpoint:
+            self._upgrade(request, None, query)
+        elif path == b"/version" and method in (b"GET", b"HEAD"):
+            self._respond(200, f"relaycore {__version__}\n".encode())
+        elif path == b"/health" and method in (b"GET", b"HEAD"):
+            body = msgspec.json.encode(
+                {
+                    "status": "ok",
+                    "version": __version__,
+                    "channels": len(self.hub.channels),
+                    "connections": self.hub.connections,
+                }
+            )
+            self._respond(200, body, b"application/json")
+        else:
+            raise HTTPError(404, "Not found.")
+
+    def _push(self, request: h11.Request, raw_channel: bytes) -> None:
+        try:
+            channel = parse_channel(raw_channel)
+            key = _header(request, b"x-send-key")
+            message = parse_json(bytes(self._body))
+            if message is None:
+                raise HTTPError(400, "Invalid JSON body.")
+            recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"))
+        except HTTPError as exc:
+            body = msgspec.json.encode({"ok": False, "error": exc.message})
+            self._respond(exc.status, body, b"application/json", exc.headers)
+            return
+        self._respond(200, msgspec.json.encode({"ok": True, "recipients": recipients}), b"application/json")
+
+    def _upgrade(self, request: h11.Request, raw_channel: bytes | None, query: bytes) -> None:
+        if request.method != b"GET":
+            raise HTTPError(405, "Method not allowed.", [(b"allow", b"GET")])
+        if self._http.their_state is not MIGHT_SWITCH_PROTOCOL:
+            raise HTTPError(
+                426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+            )
+        accept = _handshake_accept(request)
+        channel = parse_channel(raw_channel) if raw_channel is not None else None
+        options = parse_options(query)
+        response = h11.InformationalResponse(
+            status_code=101,
+            headers=[(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-accept", accept)],
+            reason=b"Switching Protocols",
+        )
+        greeting = self._http.send(response) or b""
+        if channel is not None:
+            # May raise 403; then nothing was sent and h11 is still waiting for our answer.
+            self.member = self.hub.join(channel, options, self.outbox, self, greeting)
+        else:
+            self._echo = True
+            self.outbox.write(greeting)
+        trailing, _closed = self._http.trailing_data
+        self.state = State.WEBSOCKET
+        self._ws = FrameConnection(ConnectionType.SERVER)
+        if trailing:
+            self._ws.receive_data(trailing)
+            self._drive_ws()
+
+    def _respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        all_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        all_headers += headers or []
+        if close:
+            all_headers.append((b"connection", b"close"))
+        head = h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase.encode())
+        send = self._http.send
+        out = send(head) or b""
+        if self._method != b"HEAD":
+            out += send(h11.Data(data=body)) or b""
+        out += send(h11.EndOfMessage()) or b""
+        self.outbox.write(out)
+
+    def _refuse(self, exc: HTTPError, *, keep_alive: bool = False) -> None:
+        """Answer a refused request; close unless the request was read whole."""
+        if self._http.our_state is h11.SEND_RESPONSE:
+            self._respond(exc.status, exc.message.encode(), headers=exc.headers, close=not keep_alive)
+            if keep_alive:
+                self._next_cycle()
+            else:
+                self.state = State.CLOSED
+            return
+        # h11 cannot answer a request line it could not parse: write a minimal response.
+        body = exc.message.encode()
+        head = f"HTTP/1.1 {exc.status} {HTTPStatus(exc.status).phrase}\r\n"
+        head += f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        self.outbox.write(head.encode() + body)
+        self.state = State.CLOSED
+
+    def _next_cycle(self) -> None:
+        http = self._http
+        if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
+            self.state = State.CLOSED
+        elif http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
+
+    # -- WebSocket --------------------------------------------------------------------
+
+    def _drive_ws(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        for event in ws.events():
+            if self.state is State.CLOSED:
+                return
+            if isinstance(event, TextMessage | BytesMessage):
+                self._on_fragment(
+                    bytes(event.data) if isinstance(event.data, bytearray) else event.data, event.message_finished
+                )
+            elif isinstance(event, Ping):
+                self._write_ws(event.response())
+            elif isinstance(event, Pong):
+                pass
+            elif isinstance(event, CloseConnection):
+                self._on_close(ws, event)
+                return
+
+    def _on_fragment(self, data: str | bytes, finished: bool) -> None:
+        if self.state is not State.WEBSOCKET:
+            return  # after our close frame, the peer's data frames are ignored
+        size = self._size + _byte_length(data, self._limit - self._size)
+        if size > self._limit:
+            self._parts.clear()
+            self._size = 0
+            self.close(CLOSE_TOO_BIG, "message too big")
+            return
+        if not finished:
+            self._parts.append(data)
+            self._size = size
+            return
+        if self._parts:
+            self._parts.append(data)
+            joined: str | bytes = "".join(self._parts) if isinstance(data, str) else b"".join(self._parts)  # type: ignore[arg-type]
+            self._parts.clear()
+            self._size = 0
+            data = joined
+        self._on_message(data)
+
+    def _on_message(self, data: str | bytes) -> None:
+        if self._echo:
+            self._write_ws(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
+            return
+        member = self.member
+        assert member is not None
+        if not isinstance(data, str):
+            self.hub.error(member, BINARY_UNSUPPORTED)
+            return
+        uid = None
+        if data.startswith("\x1f"):
+            uid, sep, data = data[1:].partition("\x1f")
+        elif data.startswith("@@"):
+            uid, sep, data = data[2:].partition("@@")
+        message = parse_json(data)
+        if message is None or (uid is not None and not sep):
+            self.hub.error(member, INVALID_JSON)
+        elif uid is None:
+            self.hub.send(member, message)
+        else:
+            self.hub.send_direct(member, uid, message)
+
+    def _on_close(self, ws: FrameConnection, event: CloseConnection) -> None:
+        self._leave()
+        if ws.state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the close: answer it, then the TCP connection may go.
+            self.close_code = event.code
+            self._write_ws(event.response())
+        elif ws.state is ConnectionState.OPEN:
+            # wsproto reports a protocol error (1002, 1007) as a close event.
+            self.close_code = event.code
+            self._write_ws(CloseConnection(code=event.code, reason=event.reason or ""))
+        self.state = State.CLOSED
+
+    def _send_close(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws is None or self.state is not State.WEBSOCKET:
+            return
+        self.close_code = code
+        self._write_ws(CloseConnection(code=code, reason=reason))
+        self.state = State.CLOSING
+
+    def _write_ws(self, event: TextMessage | BytesMessage | Ping | Pong | CloseConnection) -> None:
+        assert self._ws is not None
+        # Once closing, wsproto refuses to send more; that is the protocol, not an error.
+        with contextlib.suppress(LocalProtocolError):
+            self.outbox.write(self._ws.send(event))
+
+    def _leave(self) -> None:
+        member = self.member
+        if member is not None:
+            self.hub.leave(member)
+
+
+def _byte_length(data: str | bytes, room: int) -> int:
+    """UTF-8 size of ``data``, computed only when the character count cannot decide."""
+    if isinstance(data, bytes) or len(data) * 4 <= room or len(data) > room:
+        return len(data)
+    return len(data.encode())
+
+
+def _header(request: h11.Request, name: bytes) -> bytes | None:
+    for key, value in request.headers:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _handshake_accept(request: h11.Request) -> bytes:
+    """Validate the upgrade headers; return the Sec-WebSocket-Accept value."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in request.headers:
+        headers[bytes(name)] = headers[bytes(name)] + b"," + value if name in headers else bytes(value)
+    if headers.get(b"upgrade", b"").strip().lower() != b"websocket":
+        raise HTTPError(426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+    tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
+    if b"upgrade" not in tokens:
+        raise HTTPError(400, "Connection header must include Upgrade.")
+    if headers.get(b"sec-websocket-version", b"").strip() != b"13":
+        raise HTTPError(426, "Unsupported WebSocket version.", [(b"sec-websocket-version", b"13")])
+    key = headers.get(b"sec-websocket-key", b"").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HTTPError(400, "Invalid Sec-WebSocket-Key.")
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())

@@ -1,0 +1,341 @@
+"""The hub: channels, members, presence, access keys and routing.
+
+Theory of operation. A :class:`Hub` owns every channel of one relay process. A
+transport (or the per-connection driver) calls :meth:`Hub.join` with a :class:`Session`
+(something the hub can ``kick``) and an :class:`~relaycore.Outbox`; the hub answers with a
+:class:`Member`. From then on, :meth:`Hub.send`, :meth:`Hub.send_direct` and
+:meth:`Hub.leave` route messages. Nothing here knows about WebSocket framing beyond one
+shared frame build: every message is encoded ONCE, framed ONCE, and the same two bytes
+objects are put into every recipient's outbox.
+
+Time and identity are injected: ``clock`` gives the wall time for ``date`` stamps, ``uids``
+makes candidate uids. The hub never touches sockets or the event loop.
+
+The hub's public methods are also the seam for clustering: a cluster-aware hub keeps
+the same methods and adds fan-out to other nodes (uid allocation, keys and presence are
+each decided in one overridable method: ``_new_uid``, ``_admit``, ``_presence``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import msgspec
+
+from ._config import Config, NamespaceConfig
+from ._errors import HTTPError
+from ._names import JoinOptions, NamespaceTable
+from ._outbox import Outbox
+from ._wire import (
+    Envelope,
+    ErrorFrame,
+    JoinFrame,
+    LeaveFrame,
+    SelfJoinFrame,
+    UserEntry,
+    encode,
+    text_frame,
+)
+
+__all__ = ["Channel", "Clock", "Hub", "Member", "Session", "UidSource"]
+
+SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
+CLOSE_POLICY = 1008
+
+UidSource = Callable[[], str]
+"""Returns a candidate uid: 6 characters of ``[A-Za-z0-9]``."""
+
+
+class Clock(Protocol):
+    """Injected time: wall time for ``date`` stamps, a monotonic time for deadlines."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+
+
+class Session(Protocol):
+    """What the hub needs of a connection: a way to close it on its own initiative."""
+
+    def kick(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close ``code`` (the hub already removed it)."""
+
+
+class Member:
+    """One connection's membership of a channel."""
+
+    __slots__ = ("alias", "announce", "can_send", "channel", "echo", "outbox", "session", "uid")
+
+    def __init__(self, uid: str, options: JoinOptions, channel: Channel, outbox: Outbox, session: Session) -> None:
+        self.uid = uid
+        self.alias = options.alias
+        self.announce = options.announce
+        self.echo = options.echo
+        self.can_send = True
+        self.channel = channel
+        self.outbox = outbox
+        self.session = session
+
+    def __repr__(self) -> str:
+        return f"<Member {self.uid} of {self.channel.name!r}>"
+
+    @property
+    def joined(self) -> bool:
+        """True until the member has left its channel."""
+        return self.channel.members.get(self.uid) is self
+
+
+class Channel:
+    """A named room; exists while it has members."""
+
+    __slots__ = ("_everyone", "join_key", "members", "name", "reservation", "send_key")
+
+    def __init__(self, name: str, reservation: NamespaceConfig | None) -> None:
+        self.name = name
+        self.reservation = reservation
+        self.join_key: str | None = None
+        self.send_key: str | None = None
+        #: Members by uid, in join order.
+        self.members: dict[str, Member] = {}
+        self._everyone: tuple[Member, ...] | None = None
+
+    @property
+    def everyone(self) -> tuple[Member, ...]:
+        """An immutable snapshot of the members (rebuilt only after a join or leave)."""
+        snapshot = self._everyone
+        if snapshot is None:
+            snapshot = self._everyone = tuple(self.members.values())
+        return snapshot
+
+    def _changed(self) -> None:
+        self._everyone = None
+
+
+def _same_key(offered: str | None, expected: str | None) -> bool:
+    """Constant-time key comparison; a missing side never matches."""
+    if offered is None or expected is None:
+        return False
+    return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+class Hub:
+    """Every channel of one relay, and the routing between their members.
+
+    >>> from relaycore.testing import FakeClock, seeded_uids
+    >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
+    """
+
+    def __init__(self, config: Config, clock: Clock, uids: UidSource) -> None:
+        self.config = config
+        self.clock = clock
+        self._uids = uids
+        self._namespaces = NamespaceTable(config.namespaces)
+        #: Live channels by name.
+        self.channels: dict[str, Channel] = {}
+        #: Outboxes with bytes to flush; see :meth:`take_ready`.
+        self.ready: list[Outbox] = []
+        #: Set by :meth:`shutdown`: members then leave without presence events.
+        self.closing = False
+
+    # -- outboxes ---------------------------------------------------------------
+
+    def new_outbox(self) -> Outbox:
+        """An outbox registered with this hub's ready list, sized by the config."""
+        return Outbox(self.config.limits.outbound_buffer_bytes, self.ready)
+
+    def take_ready(self) -> list[Outbox]:
+        """Return (and clear) the outboxes that got bytes since the last call."""
+        ready = self.ready
+        if not ready:
+            return ready
+        taken = ready[:]
+        ready.clear()
+        for outbox in taken:
+            outbox.queued = False
+        return taken
+
+    def now_ms(self) -> int:
+        """The ``date`` stamp: the injected wall clock in whole milliseconds."""
+        return int(self.clock.time() * 1000)
+
+    @property
+    def connections(self) -> int:
+        """How many members all channels hold."""
+        return sum(len(channel.members) for channel in self.channels.values())
+
+    # -- membership ---------------------------------------------------------------
+
+    def join(self, name: str, options: JoinOptions, outbox: Outbox, session: Session, greeting: bytes = b"") -> Member:
+        """Admit a connection to channel ``name``.
+
+        Raises HTTPError(403) when the keys do not allow it (no state is changed then).
+        On success the joiner's outbox holds ``greeting`` (bytes that must come first, such
+        as the handshake response) then its self-join frame, and every other member got a
+        join event.
+        """
+        channel = self.channels.get(name)
+        fresh = channel is None
+        if channel is None:
+            reservation = self._reservation(name)
+            channel = Channel(name, reservation)
+        can_send = self._admit(channel, options, fresh)
+        if fresh:
+            self.channels[name] = channel
+        member = Member(self._new_uid(channel), options, channel, outbox, session)
+        member.can_send = can_send
+        channel.members[member.uid] = member
+        channel._changed()
+        outbox.write(greeting)
+        self._presence_join(member, options.list)
+        return member
+
+    def leave(self, member: Member) -> None:
+        """Remove a member (any way it goes); the others get a leave event.
+
+        Calling it again for the same member does nothing.
+        """
+        channel = member.channel
+        if channel.members.get(member.uid) is not member:
+            return
+        del channel.members[member.uid]
+        channel._changed()
+        if not channel.members:
+            # The channel, its keys and its uids vanish with the last member.
+            if self.channels.get(channel.name) is channel:
+                del self.channels[channel.name]
+            return
+        if self.closing:
+            return
+        frame = LeaveFrame(total=len(channel.members), date=self.now_ms())
+        if member.announce:
+            frame.uid, frame.alias = member.uid, member.alias
+        self._deliver(channel.everyone, encode(frame), None)
+
+    def shutdown(self) -> None:
+        """The relay is going away: from now on nobody is told about leaves.
+
+        Every member is being closed at once; a leave event to each of them about all the
+        others would be a storm of frames nobody will read.
+        """
+        self.closing = True
+
+    def kick(self, member: Member, code: int, reason: str) -> None:
+        """Remove a member on the relay's initiative and ask its session to close."""
+        if not member.joined:
+            return
+        self.leave(member)
+        member.session.kick(code, reason)
+
+    # -- messages -----------------------------------------------------------------
+
+    def send(self, member: Member, message: msgspec.Raw) -> None:
+        """Broadcast a validated JSON value from ``member`` to its channel."""
+        if not member.can_send:
+            self.error(member, SEND_KEY_REQUIRED)
+            return
+        envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
+        self._deliver(member.channel.everyone, encode(envelope), None if member.echo else member)
+
+    def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> None:
+        """Send a validated JSON value from ``member`` to member ``uid`` of its channel only."""
+        if not member.can_send:
+            self.error(member, SEND_KEY_REQUIRED)
+            return
+        target = member.channel.members.get(uid)
+        if target is None:
+            self.error(member, f"User {uid} not found.")
+            return
+        envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
+        self._deliver((target,), encode(envelope), None)
+
+    def push(self, name: str, message: msgspec.Raw, key: str | None) -> int:
+        """HTTP push: deliver ``message`` (no sender) to channel ``name``.
+
+        Returns how many members it reached. Raises HTTPError(403) unless ``name`` falls
+        under a reserved namespace whose send key equals ``key``.
+        """
+        reservation = self._reservation(name)
+        if reservation is None or reservation.send_key is None:
+            raise HTTPError(403, "Pushing requires a reserved namespace with a sendKey.")
+        if not _same_key(key, reservation.send_key):
+            raise HTTPError(403, "Pushing requires a valid x-send-key.")
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        recipients = channel.everyone
+        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None)
+        return len(recipients)
+
+    def error(self, member: Member, text: str) -> None:
+        """Send an error frame to ``member`` only."""
+        self._deliver((member,), encode(ErrorFrame(message=text, date=self.now_ms())), None)
+
+    # -- decisions (overridable by a cluster-aware hub) ---------------------------------
+
+    def _reservation(self, name: str) -> NamespaceConfig | None:
+        prefix = self._namespaces.lookup(name)
+        return None if prefix is None else self.config.namespaces[prefix]
+
+    def _admit(self, channel: Channel, options: JoinOptions, fresh: bool) -> bool:
+        """Check the join key; return whether the joiner may send (PROTOCOL.md section 6)."""
+        reservation = channel.reservation
+        if reservation is not None:
+            key_in_play = reservation.join_key is not None or options.join_key is not None
+            if key_in_play and not _same_key(options.join_key, reservation.join_key):
+                raise HTTPError(403, "Joining requires a valid joinKey.")
+            if options.send_key is not None:
+                if not _same_key(options.send_key, reservation.send_key):
+                    raise HTTPError(403, "Invalid sendKey for this namespace.")
+                return True
+            return reservation.send_key is None
+        if fresh:
+            # The first joiner of an open channel sets its keys until it empties.
+            channel.join_key = options.join_key
+            channel.send_key = options.send_key
+            return True
+        if channel.join_key is not None and not _same_key(options.join_key, channel.join_key):
+            raise HTTPError(403, "Joining requires a valid joinKey.")
+        return channel.send_key is None or _same_key(options.send_key, channel.send_key)
+
+    def _new_uid(self, channel: Channel) -> str:
+        for _ in range(1000):
+            uid = self._uids()
+            if uid not in channel.members:
+                return uid
+        raise RuntimeError("the uid source keeps repeating itself")
+
+    def _presence_join(self, member: Member, with_users: bool) -> None:
+        channel = member.channel
+        total = len(channel.members)
+        date = self.now_ms()
+        users = None
+        if with_users:
+            users = [
+                UserEntry(uid=m.uid, alias=m.alias, is_self=m is member) for m in channel.members.values() if m.announce
+            ]
+        own = SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users)
+        self._deliver((member,), encode(own), None)
+        if total > 1:
+            frame = JoinFrame(total=total, date=date)
+            if member.announce:
+                frame.uid, frame.alias = member.uid, member.alias
+            self._deliver(channel.everyone, encode(frame), member)
+
+    # -- delivery -----------------------------------------------------------------
+
+    def _deliver(self, recipients: Iterable[Member], payload: bytes, skip: Member | None) -> None:
+        """Put one encoded message into every recipient's outbox (framed once)."""
+        frame = text_frame(payload)
+        slow: list[Member] | None = None
+        for member in recipients:
+            if member is not skip and not member.outbox.put(payload, frame):
+                if slow is None:
+                    slow = []
+                slow.append(member)
+        if slow is not None:
+            for member in slow:
+                self.kick(member, CLOSE_POLICY, "slow consumer")
