@@ -105,7 +105,11 @@ _POSITIVE = [
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Overlay ``RELAYCORE_SECTION_KEY`` variables onto the decoded TOML tables."""
+    """Overlay ``RELAYCORE_SECTION_KEY`` variables onto the decoded TOML tables.
+
+    Every variable with the prefix must name a real setting: a typo is an error, not a
+    silently ignored override.
+    """
     sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
@@ -113,10 +117,8 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         rest = name[len(ENV_PREFIX) :]
         section, _, key = rest.partition("_")
         struct = sections.get(section)
-        if struct is None:
-            continue
         key = key.lower()
-        if key not in struct.__struct_fields__:
+        if struct is None or key not in struct.__struct_fields__:
             raise ConfigError(f"unknown setting in environment variable {name}")
         table = raw.setdefault(section.lower(), {})
         if not isinstance(table, dict):

@@ -93,6 +93,11 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self.client or '?'} {self.state.value}>"
 
+    @property
+    def upgraded(self) -> bool:
+        """True once the connection switched to WebSocket."""
+        return self._ws is not None
+
     # -- input ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
@@ -387,9 +392,9 @@ class Connection:
 
 
 def _byte_length(data: str | bytes, room: int) -> int:
-    """UTF-8 size of ``data``, computed only when the character count cannot decide."""
-    if isinstance(data, bytes) or len(data) * 4 <= room or len(data) > room:
-        return len(data)
+    """UTF-8 size of ``data`` (exact while it fits in ``room``; at least ``room + 1`` beyond)."""
+    if isinstance(data, bytes) or data.isascii() or len(data) > room:
+        return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
     return len(data.encode())
 
 

@@ -71,8 +71,9 @@ def parse_options(query: bytes) -> JoinOptions:
         announce=values.get("announce") in _ON,
         echo=values.get("echo") in _ON,
         list=values.get("list") in _ON,
-        join_key=values.get("joinKey"),
-        send_key=values.get("sendKey"),
+        # An empty key is no key: `?joinKey=` must not lock a channel with "".
+        join_key=values.get("joinKey") or None,
+        send_key=values.get("sendKey") or None,
     )
 
 

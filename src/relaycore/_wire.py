@@ -27,13 +27,13 @@ __all__ = [
 ]
 
 
-class Envelope(msgspec.Struct, omit_defaults=True):
+class Envelope(msgspec.Struct, omit_defaults=True, kw_only=True):
     """A relayed message: broadcast, direct, or HTTP push (no ``uid`` then)."""
 
     uid: str | None = None
     alias: str | None = None
-    date: int = 0
-    message: msgspec.Raw = msgspec.Raw(b"null")
+    date: int
+    message: msgspec.Raw
 
 
 class UserEntry(msgspec.Struct, omit_defaults=True):
@@ -44,37 +44,37 @@ class UserEntry(msgspec.Struct, omit_defaults=True):
     is_self: bool = msgspec.field(default=False, name="self")
 
 
-class SelfJoinFrame(msgspec.Struct, tag_field="type", tag="join", omit_defaults=True):
+class SelfJoinFrame(msgspec.Struct, kw_only=True, tag_field="type", tag="join", omit_defaults=True):
     """The first frame of every connection, sent only to the joiner."""
 
     # Default False so that omit_defaults keeps it; __post_init__ makes it True.
     is_self: bool = msgspec.field(default=False, name="self")
-    uid: str = ""
+    uid: str
     alias: str | None = None
-    total: int = 0
-    date: int = 0
+    total: int
+    date: int
     users: list[UserEntry] | None = None
 
     def __post_init__(self) -> None:
         self.is_self = True
 
 
-class JoinFrame(msgspec.Struct, tag_field="type", tag="join", omit_defaults=True):
+class JoinFrame(msgspec.Struct, kw_only=True, tag_field="type", tag="join", omit_defaults=True):
     """Someone else joined (``uid``/``alias`` only when they announced)."""
 
     uid: str | None = None
     alias: str | None = None
-    total: int = 0
-    date: int = 0
+    total: int
+    date: int
 
 
-class LeaveFrame(msgspec.Struct, tag_field="type", tag="leave", omit_defaults=True):
+class LeaveFrame(msgspec.Struct, kw_only=True, tag_field="type", tag="leave", omit_defaults=True):
     """Someone else left (``uid``/``alias`` only when they announced)."""
 
     uid: str | None = None
     alias: str | None = None
-    total: int = 0
-    date: int = 0
+    total: int
+    date: int
 
 
 class ErrorFrame(msgspec.Struct, tag_field="type", tag="error"):
@@ -90,8 +90,11 @@ encode = msgspec.json.Encoder().encode
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 
 
-def parse_json(data: str | bytes) -> msgspec.Raw | None:
+def parse_json(data: str | bytes | bytearray) -> msgspec.Raw | None:
     """Validate one JSON value; return it as Raw, or None when it is not JSON.
+
+    Bytes must be valid UTF-8 throughout (msgspec does not check inside strings when
+    it only skips over a value), since the value is relayed in a TEXT frame.
 
     >>> bytes(parse_json('{"a": 1}'))
     b'{"a": 1}'
@@ -99,8 +102,10 @@ def parse_json(data: str | bytes) -> msgspec.Raw | None:
     True
     """
     try:
+        if isinstance(data, bytes | bytearray) and not data.isascii():
+            bytes(data).decode("utf-8")
         return _raw_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 

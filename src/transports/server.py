@@ -138,7 +138,10 @@ class RelayServer:
         assert self._tg is not None
         start = self._tg.start_soon
         while True:
-            await anyio.wait_readable(listener)
+            try:
+                await anyio.wait_readable(listener)
+            except anyio.ClosedResourceError:
+                return  # shutdown closed the listener
             for _ in range(64):  # take a burst of pending connections per wake-up
                 try:
                     sock, addr = listener.accept()
@@ -210,16 +213,19 @@ class RelayServer:
                     self._write(peer, outbox)
                 if outbox and not peer.dead:
                     await anyio.sleep(0.01) if peer.blocked else await anyio.wait_writable(sock)
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                # Read until the peer closes too, so that unread input cannot reset the
-                # connection before the peer has read our last bytes.
-                for _ in range(16):
-                    await anyio.wait_readable(sock)
-                    if not sock.recv(65536):
-                        break
-            except OSError:
-                pass
+        if not peer.conn.upgraded and not peer.dead:
+            # A refused HTTP request may have unread input (a body we did not want);
+            # closing now could reset the connection before the client read our
+            # answer. Half-close and wait briefly for the client to finish.
+            with anyio.move_on_after(1.0):
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                    for _ in range(16):
+                        await anyio.wait_readable(sock)
+                        if not sock.recv(65536):
+                            break
+                except OSError:
+                    pass
         anyio.notify_closing(sock)
         sock.close()
 

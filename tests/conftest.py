@@ -1,0 +1,54 @@
+"""Shared fixtures: the anyio backends, and a relay server started in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from relaycore import Config
+from transports.server import RelayServer
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every transport test runs on both anyio backends."""
+    return str(request.param)
+
+
+@pytest.fixture
+def config() -> Config:
+    """The relay configuration for a test; override this fixture to change it."""
+    return Config()
+
+
+@asynccontextmanager
+async def running(config: Config | None = None, host: str = "127.0.0.1") -> AsyncIterator[RelayServer]:
+    """Run a RelayServer on ``host`` with a free port for the duration of the block."""
+    server = RelayServer(config or Config())
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve, host, 0)
+        try:
+            yield server
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def relay(config: Config) -> AsyncIterator[RelayServer]:
+    """A RelayServer on 127.0.0.1 with a free port, stopped after the test."""
+    async with running(config) as server:
+        yield server
+
+
+def ws_url(server: RelayServer, path: str, host: str = "127.0.0.1") -> str:
+    """The ws:// URL of ``path`` on a running server."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"ws://{shown}:{server.port}{path}"
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "slow: long-running network tests")

@@ -1,0 +1,244 @@
+"""Byte-level helpers for driving a :class:`relaycore.Connection` without sockets.
+
+- client side: HTTP requests and MASKED WebSocket frames, built by hand so that the
+  tests do not trust the same library the core uses;
+- server side: a parser for the HTTP responses and the (unmasked) frames the core writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from relaycore import Connection, Hub, State
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+#: The example key of RFC 6455 section 1.3, and the accept value it must produce.
+SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+SAMPLE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+_MASK = b"\x37\xfa\x21\x3d"
+
+
+# -- client -> server ------------------------------------------------------------------
+
+
+def client_frame(
+    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bytes | None = _MASK
+) -> bytes:
+    """One client frame; masked unless ``mask`` is None (which a server must refuse)."""
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if mask is not None else 0
+    n = len(payload)
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 65536:
+        head.append(mask_bit | 126)
+        head += struct.pack("!H", n)
+    else:
+        head.append(mask_bit | 127)
+        head += struct.pack("!Q", n)
+    if mask is None:
+        return bytes(head) + payload
+    masked = bytes(b ^ m for b, m in zip(payload, itertools.cycle(mask), strict=False))
+    return bytes(head) + mask + masked
+
+
+def text(data: str | bytes, *, fin: bool = True) -> bytes:
+    """A text frame (``bytes`` are sent as they are, to allow invalid UTF-8)."""
+    return client_frame(OP_TEXT, data.encode() if isinstance(data, str) else data, fin=fin)
+
+
+def binary(data: bytes, *, fin: bool = True) -> bytes:
+    return client_frame(OP_BINARY, data, fin=fin)
+
+
+def continuation(data: str | bytes, *, fin: bool = True) -> bytes:
+    return client_frame(OP_CONTINUATION, data.encode() if isinstance(data, str) else data, fin=fin)
+
+
+def fragmented(data: str, *sizes: int) -> bytes:
+    """A text message split into frames of ``sizes`` bytes (the rest goes in the last one)."""
+    raw = data.encode()
+    out = b""
+    start = 0
+    for i, size in enumerate(sizes):
+        out += client_frame(OP_TEXT if i == 0 else OP_CONTINUATION, raw[start : start + size], fin=False)
+        start += size
+    return out + client_frame(OP_CONTINUATION if sizes else OP_TEXT, raw[start:], fin=True)
+
+
+def ping(payload: bytes = b"") -> bytes:
+    return client_frame(OP_PING, payload)
+
+
+def close(code: int | None = 1000, reason: str = "") -> bytes:
+    payload = b"" if code is None else struct.pack("!H", code) + reason.encode()
+    return client_frame(OP_CLOSE, payload)
+
+
+def request(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    """A plain HTTP/1.1 request; ``content-length`` is added for a body unless given."""
+    all_headers = {"Host": "relay.test"}
+    all_headers.update(headers or {})
+    if body and not any(name.lower() in ("content-length", "transfer-encoding") for name in all_headers):
+        all_headers["Content-Length"] = str(len(body))
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in all_headers.items()) + "\r\n"
+    return head.encode() + body
+
+
+def upgrade_request(target: str, *, key: str = SAMPLE_KEY, headers: dict[str, str] | None = None) -> bytes:
+    """A WebSocket opening handshake for ``target``."""
+    all_headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key,
+        "Sec-WebSocket-Version": "13",
+    }
+    all_headers.update(headers or {})
+    return request("GET", target, all_headers)
+
+
+# -- server -> client ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame written by the server."""
+
+    fin: bool
+    opcode: int
+    payload: bytes
+
+    def json(self) -> Any:
+        assert self.opcode == OP_TEXT, f"expected a text frame, got opcode {self.opcode}"
+        return json.loads(self.payload.decode())
+
+    @property
+    def close_code(self) -> int | None:
+        assert self.opcode == OP_CLOSE
+        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self) -> str:
+        assert self.opcode == OP_CLOSE
+        return self.payload[2:].decode()
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Split server bytes into frames; fails on a masked, reserved-bit or truncated frame."""
+    frames: list[Frame] = []
+    pos = 0
+    while pos < len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        assert b0 & 0x70 == 0, "reserved bits set in a server frame"
+        assert b1 & 0x80 == 0, "a server frame must not be masked"
+        n = b1 & 0x7F
+        pos += 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", data, pos)
+            pos += 2
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", data, pos)
+            pos += 8
+        assert pos + n <= len(data), "truncated server frame"
+        frames.append(Frame(bool(b0 & 0x80), b0 & 0x0F, data[pos : pos + n]))
+        pos += n
+    return frames
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP response written by the server."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def parse_response(data: bytes) -> tuple[Response, bytes]:
+    """Parse one HTTP response from the front of ``data``; return it and what follows."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep, f"incomplete HTTP response head: {data[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, *_ = lines[0].split(" ", 2)
+    assert version == "HTTP/1.1", lines[0]
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    code = int(status)
+    if code == 101 or code == 204 or code == 304:
+        return Response(code, headers, b""), rest
+    length = int(headers["content-length"])
+    assert len(rest) >= length, "truncated HTTP response body"
+    return Response(code, headers, rest[:length]), rest[length:]
+
+
+def parse_responses(data: bytes) -> list[Response]:
+    """Every HTTP response in ``data`` (for keep-alive)."""
+    out: list[Response] = []
+    while data:
+        response, data = parse_response(data)
+        out.append(response)
+    return out
+
+
+# -- a connection seen from its client ------------------------------------------------
+
+
+class Peer:
+    """A :class:`relaycore.Connection` plus what its client has read so far."""
+
+    def __init__(self, hub: Hub, client: str = "1.2.3.4") -> None:
+        self.hub = hub
+        self.conn = Connection(hub, client=client)
+
+    def feed(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+
+    def state(self) -> State:
+        return self.conn.state
+
+    def drain(self) -> bytes:
+        """Everything the connection wrote since the last drain."""
+        data = self.conn.outbox.view()
+        self.conn.outbox.consume(len(data))
+        return data
+
+    def frames(self) -> list[Frame]:
+        return parse_frames(self.drain())
+
+    def messages(self) -> list[Any]:
+        """The new frames, each decoded as JSON (all must be text frames)."""
+        return [frame.json() for frame in self.frames()]
+
+    def response(self) -> Response:
+        response, rest = parse_response(self.drain())
+        assert rest == b"", f"unexpected bytes after the response: {rest[:200]!r}"
+        return response
+
+
+def open_ws(hub: Hub, target: str, client: str = "1.2.3.4") -> tuple[Peer, dict[str, Any]]:
+    """Open a WebSocket on ``target``; return the peer and its self-join frame."""
+    peer = Peer(hub, client)
+    peer.feed(upgrade_request(target))
+    response, rest = parse_response(peer.drain())
+    assert response.status == 101, response
+    frames = parse_frames(rest)
+    assert len(frames) == 1, frames
+    hello = frames[0].json()
+    assert hello["type"] == "join" and hello["self"] is True, hello
+    return peer, hello

@@ -1,0 +1,167 @@
+"""A raw socket WebSocket peer for the transport tests: exact bytes, malformed input.
+
+Unlike a library client it can send anything (several frames and a close in one write,
+bad opcodes, oversized lengths) and it shows exactly what the server wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+from typing import Any
+
+import anyio
+import anyio.abc
+
+TIMEOUT = 5.0
+
+TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
+    """Build one client frame (masked, as RFC 6455 requires of clients)."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", first, (0x80 if mask else 0) | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + masked
+
+
+def text(data: str | bytes) -> bytes:
+    return frame(TEXT, data.encode() if isinstance(data, str) else data)
+
+
+def close_frame(code: int = 1000, reason: str = "") -> bytes:
+    return frame(CLOSE, struct.pack("!H", code) + reason.encode())
+
+
+class RawPeer:
+    """A TCP connection to the relay, read and written byte by byte."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawPeer:
+        return cls(await anyio.connect_tcp(host, port))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def _fill(self) -> bool:
+        try:
+            chunk = await self.stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+            return False
+        self.buffer += chunk
+        return True
+
+    async def read_until(self, marker: bytes, timeout: float = TIMEOUT) -> bytes:
+        with anyio.fail_after(timeout):
+            while marker not in self.buffer:
+                if not await self._fill():
+                    raise EOFError(f"closed before {marker!r}; got {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head + marker
+
+    async def read_exactly(self, n: int, timeout: float = TIMEOUT) -> bytes:
+        with anyio.fail_after(timeout):
+            while len(self.buffer) < n:
+                if not await self._fill():
+                    raise EOFError(f"closed before {n} bytes; got {self.buffer!r}")
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def read_to_eof(self, timeout: float = TIMEOUT) -> bytes:
+        with anyio.fail_after(timeout):
+            while await self._fill():
+                pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    async def response(self, timeout: float = TIMEOUT) -> tuple[int, dict[str, str], bytes]:
+        """Read one HTTP response (Content-Length bodies only)."""
+        head = await self.read_until(b"\r\n\r\n", timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await self.read_exactly(int(headers.get("content-length", "0")), timeout)
+        return status, headers, body
+
+    async def upgrade(self, path: str, extra: bytes = b"", headers: str = "") -> tuple[int, dict[str, str]]:
+        """Send an upgrade request (plus ``extra`` bytes in the same write); read the response head."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+        )
+        await self.send(request.encode() + extra)
+        head = await self.read_until(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+        if status != 101:
+            await self.read_exactly(int(fields.get("content-length", "0")))
+        return status, fields
+
+    async def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+        """Read one server frame: (opcode, payload). Server frames must not be masked."""
+        first, second = await self.read_exactly(2, timeout)
+        assert not second & 0x80, "server frames must not be masked"
+        n = second & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", await self.read_exactly(2, timeout))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self.read_exactly(8, timeout))
+        return first & 0x0F, await self.read_exactly(n, timeout)
+
+    async def read_json(self, timeout: float = TIMEOUT) -> Any:
+        opcode, payload = await self.read_frame(timeout)
+        assert opcode == TEXT, f"expected a text frame, got opcode {opcode}: {payload!r}"
+        return json.loads(payload)
+
+    async def read_close(self, timeout: float = TIMEOUT) -> int | None:
+        """Skip data frames until a close frame; return its code (None if none)."""
+        while True:
+            opcode, payload = await self.read_frame(timeout)
+            if opcode == CLOSE:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+async def http(port: int, request: bytes, host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    """Send one raw HTTP request on a fresh connection; return (status, headers, body)."""
+    peer = await RawPeer.connect(port, host)
+    try:
+        await peer.send(request)
+        return await peer.response()
+    finally:
+        await peer.aclose()
+
+
+def post(path: str, body: bytes, headers: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{headers}\r\n"
+    ).encode() + body

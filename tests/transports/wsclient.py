@@ -1,0 +1,137 @@
+"""Real WebSocket clients for the transport tests, one per anyio backend.
+
+On asyncio the tests speak through python-websockets, on trio through trio-websocket:
+two independent client implementations, behind one small interface.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import sniffio
+
+TIMEOUT = 5.0
+
+
+class Closed(Exception):
+    """The server closed the WebSocket; ``code`` is its close code (None if none came)."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"closed with {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class Rejected(Exception):
+    """The handshake was refused with an HTTP status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"handshake refused with HTTP {status}")
+        self.status = status
+
+
+class Client(Protocol):
+    async def send(self, data: str | bytes) -> None: ...
+    async def recv(self, timeout: float = TIMEOUT) -> str | bytes: ...
+    async def close(self, code: int = 1000) -> None: ...
+
+
+async def recv_json(client: Client, timeout: float = TIMEOUT) -> Any:
+    """The next frame, decoded from JSON (it must be a text frame)."""
+    data = await client.recv(timeout)
+    assert isinstance(data, str), f"expected a text frame, got {data!r}"
+    return json.loads(data)
+
+
+async def expect_close(client: Client, timeout: float = TIMEOUT) -> int | None:
+    """Read until the server closes; return its close code."""
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                await client.recv(timeout)
+            except Closed as exc:
+                return exc.code
+
+
+async def expect_silence(client: Client, seconds: float = 0.3) -> None:
+    """Assert that nothing arrives for ``seconds``."""
+    with anyio.move_on_after(seconds):
+        data = await client.recv(seconds + 1)
+        raise AssertionError(f"unexpected frame {data!r}")
+
+
+class _WebsocketsClient:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def send(self, data: str | bytes) -> None:
+        await self._conn.send(data)
+
+    async def recv(self, timeout: float = TIMEOUT) -> str | bytes:
+        import websockets
+
+        with anyio.fail_after(timeout):
+            try:
+                return await self._conn.recv()  # type: ignore[no-any-return]
+            except websockets.ConnectionClosed as exc:
+                rcvd = exc.rcvd
+                raise Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+
+    async def close(self, code: int = 1000) -> None:
+        await self._conn.close(code)
+
+
+class _TrioClient:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def send(self, data: str | bytes) -> None:
+        await self._conn.send_message(data)
+
+    async def recv(self, timeout: float = TIMEOUT) -> str | bytes:
+        import trio_websocket
+
+        with anyio.fail_after(timeout):
+            try:
+                return await self._conn.get_message()  # type: ignore[no-any-return]
+            except trio_websocket.ConnectionClosed as exc:
+                raise Closed(exc.reason.code, exc.reason.reason or "") from None
+
+    async def close(self, code: int = 1000) -> None:
+        await self._conn.aclose(code)
+
+
+@asynccontextmanager
+async def clients(port: int, host: str = "127.0.0.1") -> AsyncIterator[Any]:
+    """Yield ``connect(path) -> Client``; every client is closed when the block ends."""
+    async with AsyncExitStack() as stack:
+        shown = f"[{host}]" if ":" in host else host
+
+        async def connect(path: str) -> Client:
+            url = f"ws://{shown}:{port}{path}"
+            if sniffio.current_async_library() == "trio":
+                import trio_websocket
+
+                try:
+                    conn = await stack.enter_async_context(
+                        trio_websocket.open_websocket_url(url, max_message_size=64 * 1024 * 1024)
+                    )
+                except trio_websocket.ConnectionRejected as exc:
+                    raise Rejected(exc.status_code) from None
+                return _TrioClient(conn)
+            import websockets
+
+            try:
+                conn = await websockets.connect(
+                    url, compression=None, max_size=None, max_queue=None, ping_interval=None
+                )
+            except websockets.InvalidStatus as exc:
+                raise Rejected(exc.response.status_code) from None
+            stack.push_async_callback(conn.close)
+            return _WebsocketsClient(conn)
+
+        yield connect
