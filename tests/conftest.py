@@ -19,16 +19,26 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def make_config(toml: str = "") -> Config:
+    """A Config for tests from TOML text. Unless the text sets it, the connection rate per
+    address is raised: many test clients share 127.0.0.1, and the connection rate limit
+    has tests of its own."""
+    config = Config.from_toml(toml, env={})
+    if "connections_per_second_per_ip" not in toml:
+        config.limits.connections_per_second_per_ip = 100_000.0
+    return config
+
+
 @pytest.fixture
 def config() -> Config:
     """The relay configuration for a test; override this fixture to change it."""
-    return Config()
+    return make_config()
 
 
 @asynccontextmanager
 async def running(config: Config | None = None, host: str = "127.0.0.1") -> AsyncIterator[RelayServer]:
     """Run a RelayServer on ``host`` with a free port for the duration of the block."""
-    server = RelayServer(config or Config())
+    server = RelayServer(config or make_config())
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve, host, 0)
         try:

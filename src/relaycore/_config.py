@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from ._limits import TrustedProxies
+
 __all__ = ["Config", "ConfigError", "LimitsConfig", "NamespaceConfig", "ServerConfig"]
 
 ENV_PREFIX = "RELAYCORE_"
@@ -42,10 +44,12 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     messages_per_second: float = 100.0
     messages_burst: int = 200
     connections_per_second_per_ip: float = 10.0
+    pushes_per_second_per_ip: float = 20.0
     outbound_buffer_bytes: int = 1_048_576
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
     close_timeout: float = 10.0
+    handshake_timeout: float = 10.0
 
 
 class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,6 +72,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(f"`{section}.{name}` must be greater than 0")
         if not 0 <= self.server.port <= 65535:
             raise ValueError("`server.port` must be between 0 and 65535")
+        try:
+            TrustedProxies(self.server.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"`server.trusted_proxies`: {exc}") from None
         for prefix in self.namespaces:
             if not prefix or len(prefix.encode()) > 256:
                 raise ValueError(f"namespace {prefix!r} must be 1..256 bytes")
@@ -100,6 +108,8 @@ _POSITIVE = [
     ("limits", "ping_interval"),
     ("limits", "ping_timeout"),
     ("limits", "close_timeout"),
+    ("limits", "handshake_timeout"),
+    ("limits", "pushes_per_second_per_ip"),
     ("server", "shutdown_grace"),
 ]
 

@@ -32,6 +32,7 @@ from wsproto.utilities import LocalProtocolError
 
 from ._errors import HTTPError
 from ._hub import Hub, Member
+from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._wire import parse_json
 
@@ -41,8 +42,6 @@ __version__ = "0.1.0"
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER_BYTES = 16 * 1024
-INVALID_JSON = "Invalid JSON message."
-BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
@@ -71,8 +70,23 @@ class Connection:
 
     def __init__(self, hub: Hub, *, client: str = "") -> None:
         self.hub = hub
-        #: The peer's address, for per-client limits and logs.
+        #: The peer's address, for per-client limits and logs (the forwarded client's
+        #: address once a request from a trusted proxy says who that is).
         self.client = client
+        self._peer_address = client
+        #: Why the connection ended badly (a protocol error, a limit), for the log.
+        self.problem: str | None = None
+        limits = hub.config.limits
+        self._ping_interval = limits.ping_interval
+        self._ping_timeout = limits.ping_timeout
+        self._close_timeout = limits.close_timeout
+        self._handshake_timeout = limits.handshake_timeout
+        now = hub.clock.monotonic()
+        self._last_seen = now
+        self._ping_sent: float | None = None
+        self._next_ping = float("inf")
+        #: The monotonic time at which :meth:`tick` has something to do.
+        self.deadline = now + self._handshake_timeout
         #: Bytes waiting for this connection's socket.
         self.outbox = hub.new_outbox()
         self.state = State.HTTP
@@ -102,6 +116,7 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
+        self._last_seen = self.hub.clock.monotonic()
         if self.state is State.HTTP:
             self._http.receive_data(data)
             self._drive_http()
@@ -125,6 +140,47 @@ class Connection:
         self._leave()
         self._send_close(code, reason)
 
+    def tick(self, now: float) -> None:
+        """Enforce the timers; call it when ``now >= self.deadline``.
+
+        - ``HTTP``: a request not completed within ``handshake_timeout`` closes the
+          connection (idle keep-alive connections too).
+        - ``WEBSOCKET``: a ping every ``ping_interval``; no frame at all within
+          ``ping_timeout`` of a ping means a dead peer: it leaves and the connection ends.
+        - ``CLOSING``: no answer to our close frame within ``close_timeout`` ends it.
+        """
+        state = self.state
+        if now < self.deadline or state is State.CLOSED:
+            return
+        if state is State.HTTP:
+            self.problem = "no complete request in time"
+            self.state = State.CLOSED
+        elif state is State.CLOSING:
+            self.problem = "no answer to the close frame in time"
+            self.state = State.CLOSED
+        else:
+            self._keepalive(now)
+            return
+        self.deadline = float("inf")
+
+    def _keepalive(self, now: float) -> None:
+        sent = self._ping_sent
+        outstanding = sent is not None and self._last_seen < sent
+        if outstanding and now >= sent + self._ping_timeout:  # type: ignore[operator]
+            self.problem = "no pong in time (dead peer)"
+            self._leave()
+            self.state = State.CLOSED
+            self.deadline = float("inf")
+            return
+        if now >= self._next_ping:
+            if not outstanding:
+                sent = self._ping_sent = now
+                outstanding = True
+                self._write_ws(Ping())
+            self._next_ping = now + self._ping_interval
+        answer_by = sent + self._ping_timeout if outstanding and sent is not None else float("inf")
+        self.deadline = min(self._next_ping, answer_by)
+
     def kick(self, code: int, reason: str) -> None:
         """Session protocol: the hub removed this member; close the WebSocket."""
         self._send_close(code, reason)
@@ -136,6 +192,7 @@ class Connection:
             try:
                 event = self._http.next_event()
             except h11.RemoteProtocolError as exc:
+                self.problem = f"bad request: {exc}"
                 self._refuse(HTTPError(exc.error_status_hint, "Bad request."))
                 return
             if event is h11.NEED_DATA:
@@ -175,6 +232,7 @@ class Connection:
     def _handle(self, request: h11.Request) -> None:
         self._request = None
         self._method = request.method
+        self.client = client_address(self._peer_address, request.headers, self.hub.trusted_proxies)
         try:
             self._route(request)
         except HTTPError as exc:
@@ -216,7 +274,7 @@ class Connection:
             message = parse_json(bytes(self._body))
             if message is None:
                 raise HTTPError(400, "Invalid JSON body.")
-            recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"))
+            recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"), self.client)
         except HTTPError as exc:
             body = msgspec.json.encode({"ok": False, "error": exc.message})
             self._respond(exc.status, body, b"application/json", exc.headers)
@@ -233,6 +291,7 @@ class Connection:
         accept = _handshake_accept(request)
         channel = parse_channel(raw_channel) if raw_channel is not None else None
         options = parse_options(query)
+        self.hub.admit_connection(self.client)
         response = h11.InformationalResponse(
             status_code=101,
             headers=[(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-accept", accept)],
@@ -247,6 +306,7 @@ class Connection:
             self.outbox.write(greeting)
         trailing, _closed = self._http.trailing_data
         self.state = State.WEBSOCKET
+        self.deadline = self._next_ping = self.hub.clock.monotonic() + self._ping_interval
         self._ws = FrameConnection(ConnectionType.SERVER)
         if trailing:
             self._ws.receive_data(trailing)
@@ -295,6 +355,7 @@ class Connection:
             self.state = State.CLOSED
         elif http.our_state is h11.DONE and http.their_state is h11.DONE:
             http.start_next_cycle()
+            self.deadline = self.hub.clock.monotonic() + self._handshake_timeout
 
     # -- WebSocket --------------------------------------------------------------------
 
@@ -340,24 +401,8 @@ class Connection:
     def _on_message(self, data: str | bytes) -> None:
         if self._echo:
             self._write_ws(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
-            return
-        member = self.member
-        assert member is not None
-        if not isinstance(data, str):
-            self.hub.error(member, BINARY_UNSUPPORTED)
-            return
-        uid = None
-        if data.startswith("\x1f"):
-            uid, sep, data = data[1:].partition("\x1f")
-        elif data.startswith("@@"):
-            uid, sep, data = data[2:].partition("@@")
-        message = parse_json(data)
-        if message is None or (uid is not None and not sep):
-            self.hub.error(member, INVALID_JSON)
-        elif uid is None:
-            self.hub.send(member, message)
-        else:
-            self.hub.send_direct(member, uid, message)
+        elif self.member is not None:
+            self.hub.receive(self.member, data)
 
     def _on_close(self, ws: FrameConnection, event: CloseConnection) -> None:
         self._leave()
@@ -368,6 +413,7 @@ class Connection:
         elif ws.state is ConnectionState.OPEN:
             # wsproto reports a protocol error (1002, 1007) as a close event.
             self.close_code = event.code
+            self.problem = event.reason or f"protocol error {event.code}"
             self._write_ws(CloseConnection(code=event.code, reason=event.reason or ""))
         self.state = State.CLOSED
 
@@ -376,8 +422,11 @@ class Connection:
         if ws is None or self.state is not State.WEBSOCKET:
             return
         self.close_code = code
+        if code != CLOSE_NORMAL and code != CLOSE_GOING_AWAY:
+            self.problem = reason
         self._write_ws(CloseConnection(code=code, reason=reason))
         self.state = State.CLOSING
+        self.deadline = self.hub.clock.monotonic() + self._close_timeout
 
     def _write_ws(self, event: TextMessage | BytesMessage | Ping | Pong | CloseConnection) -> None:
         assert self._ws is not None

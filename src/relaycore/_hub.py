@@ -26,6 +26,7 @@ import msgspec
 
 from ._config import Config, NamespaceConfig
 from ._errors import HTTPError
+from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
 from ._outbox import Outbox
 from ._wire import (
@@ -36,13 +37,19 @@ from ._wire import (
     SelfJoinFrame,
     UserEntry,
     encode,
+    parse_json,
     text_frame,
 )
 
 __all__ = ["Channel", "Clock", "Hub", "Member", "Session", "UidSource"]
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
+INVALID_JSON = "Invalid JSON message."
+BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_POLICY = 1008
+#: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
+MAX_WARNINGS = 3
+WARNING_WINDOW = 60.0
 
 UidSource = Callable[[], str]
 """Returns a candidate uid: 6 characters of ``[A-Za-z0-9]``."""
@@ -68,9 +75,11 @@ class Session(Protocol):
 class Member:
     """One connection's membership of a channel."""
 
-    __slots__ = ("alias", "announce", "can_send", "channel", "echo", "outbox", "session", "uid")
+    __slots__ = ("alias", "announce", "bucket", "can_send", "channel", "echo", "outbox", "session", "uid", "warnings")
 
-    def __init__(self, uid: str, options: JoinOptions, channel: Channel, outbox: Outbox, session: Session) -> None:
+    def __init__(
+        self, uid: str, options: JoinOptions, channel: Channel, outbox: Outbox, session: Session, bucket: TokenBucket
+    ) -> None:
         self.uid = uid
         self.alias = options.alias
         self.announce = options.announce
@@ -79,6 +88,10 @@ class Member:
         self.channel = channel
         self.outbox = outbox
         self.session = session
+        #: Messages per second this member may send.
+        self.bucket = bucket
+        #: When the recent rate-limit warnings were given (monotonic seconds).
+        self.warnings: list[float] = []
 
     def __repr__(self) -> str:
         return f"<Member {self.uid} of {self.channel.name!r}>"
@@ -140,6 +153,13 @@ class Hub:
         self.ready: list[Outbox] = []
         #: Set by :meth:`shutdown`: members then leave without presence events.
         self.closing = False
+        limits = config.limits
+        #: WebSocket joins per client address.
+        self.joins = ClientLimiter(limits.connections_per_second_per_ip, max(1.0, limits.connections_per_second_per_ip))
+        #: HTTP pushes per client address.
+        self.pushes = ClientLimiter(limits.pushes_per_second_per_ip, max(1.0, limits.pushes_per_second_per_ip))
+        #: The proxies whose X-Forwarded-For / Forwarded headers are believed.
+        self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
 
     # -- outboxes ---------------------------------------------------------------
 
@@ -185,7 +205,9 @@ class Hub:
         can_send = self._admit(channel, options, fresh)
         if fresh:
             self.channels[name] = channel
-        member = Member(self._new_uid(channel), options, channel, outbox, session)
+        limits = self.config.limits
+        bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
+        member = Member(self._new_uid(channel), options, channel, outbox, session, bucket)
         member.can_send = can_send
         channel.members[member.uid] = member
         channel._changed()
@@ -230,7 +252,57 @@ class Hub:
         self.leave(member)
         member.session.kick(code, reason)
 
+    # -- limits -------------------------------------------------------------------
+
+    def admit_connection(self, client: str) -> None:
+        """Count a new WebSocket connection from ``client``; HTTPError(429) over the rate."""
+        if not self.joins.take(client, self.clock.monotonic()):
+            raise HTTPError(429, "Too many connections; slow down.", [(b"retry-after", b"1")])
+
+    def tick(self, now: float) -> None:
+        """Periodic housekeeping: forget the rate state of clients gone quiet."""
+        self.joins.prune(now)
+        self.pushes.prune(now)
+
+    def _allow(self, member: Member) -> bool:
+        """Spend a message token; over the rate, warn (and close at the third warning)."""
+        now = self.clock.monotonic()
+        if member.bucket.take(now):
+            return True
+        warnings = member.warnings
+        warnings[:] = [t for t in warnings if now - t < WARNING_WINDOW]
+        warnings.append(now)
+        self.error(member, f"Rate limit exceeded (warning {len(warnings)} of {MAX_WARNINGS}).")
+        if len(warnings) >= MAX_WARNINGS:
+            self.kick(member, CLOSE_POLICY, "rate limit exceeded")
+        return False
+
     # -- messages -----------------------------------------------------------------
+
+    def receive(self, member: Member, text: str | bytes) -> None:
+        """Handle one complete data message from ``member`` (PROTOCOL.md section 4).
+
+        ``str`` is a text message: a JSON value to broadcast, or ``\x1f<uid>\x1f<JSON>`` /
+        ``@@<uid>@@<JSON>`` for one member. ``bytes`` is a binary message, which the
+        protocol does not carry: the sender gets an error frame.
+        """
+        if not self._allow(member):
+            return
+        if not isinstance(text, str):
+            self.error(member, BINARY_UNSUPPORTED)
+            return
+        uid = None
+        if text.startswith("\x1f"):
+            uid, sep, text = text[1:].partition("\x1f")
+        elif text.startswith("@@"):
+            uid, sep, text = text[2:].partition("@@")
+        message = parse_json(text)
+        if message is None or (uid is not None and not sep):
+            self.error(member, INVALID_JSON)
+        elif uid is None:
+            self.send(member, message)
+        else:
+            self.send_direct(member, uid, message)
 
     def send(self, member: Member, message: msgspec.Raw) -> None:
         """Broadcast a validated JSON value from ``member`` to its channel."""
@@ -252,12 +324,15 @@ class Hub:
         envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
         self._deliver((target,), encode(envelope), None)
 
-    def push(self, name: str, message: msgspec.Raw, key: str | None) -> int:
+    def push(self, name: str, message: msgspec.Raw, key: str | None, client: str = "") -> int:
         """HTTP push: deliver ``message`` (no sender) to channel ``name``.
 
         Returns how many members it reached. Raises HTTPError(403) unless ``name`` falls
-        under a reserved namespace whose send key equals ``key``.
+        under a reserved namespace whose send key equals ``key``, and HTTPError(429) when
+        ``client`` pushes faster than ``pushes_per_second_per_ip``.
         """
+        if not self.pushes.take(client, self.clock.monotonic()):
+            raise HTTPError(429, "Too many pushes; slow down.", [(b"retry-after", b"1")])
         reservation = self._reservation(name)
         if reservation is None or reservation.send_key is None:
             raise HTTPError(403, "Pushing requires a reserved namespace with a sendKey.")

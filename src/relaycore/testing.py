@@ -25,7 +25,6 @@ import msgspec
 from ._hub import Hub, Member
 from ._names import JoinOptions
 from ._outbox import MessageOutbox
-from ._wire import parse_json
 
 __all__ = ["FakeClock", "VirtualClient", "seeded_uids"]
 
@@ -86,15 +85,15 @@ class VirtualClient:
         """Send a JSON-able value (to one uid when ``to`` is given), like a real client."""
         self.send_text(msgspec.json.encode(value).decode(), to)
 
-    def send_text(self, text: str, to: str | None = None) -> None:
-        """Send a raw text frame's content; invalid JSON gets the error frame."""
-        message = parse_json(text)
-        if message is None:
-            self.hub.error(self.member, "Invalid JSON message.")
-        elif to is None:
-            self.hub.send(self.member, message)
-        else:
-            self.hub.send_direct(self.member, to, message)
+    def send_text(self, text: str | bytes, to: str | None = None) -> None:
+        """Send a raw frame's content (``bytes`` for a binary frame), as the wire would.
+
+        With ``to``, the text is sent as a direct message (``\x1f<uid>\x1f<text>``).
+        """
+        if to is not None:
+            assert isinstance(text, str), "direct messages are text"
+            text = f"\x1f{to}\x1f{text}"
+        self.hub.receive(self.member, text)
 
     def leave(self) -> None:
         self.hub.leave(self.member)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -103,6 +102,7 @@ class RelayServer:
                 self._tg = tg
                 for sock in self._listeners:
                     tg.start_soon(self._accept, sock)
+                tg.start_soon(self._tick)
                 task_status.started(self.addresses)
                 await self._stop.wait()
                 await self._drain()
@@ -131,6 +131,28 @@ class RelayServer:
         with anyio.move_on_after(self.config.server.shutdown_grace):
             while self._peers:
                 await anyio.sleep(0.02)
+
+    async def _tick(self) -> None:
+        """The one timer task: keepalive pings, dead peers, handshake and close timeouts.
+
+        The core decides (``Connection.tick``); this loop only calls it when a
+        connection's deadline has passed, and ends the reader of a connection the core
+        declared closed.
+        """
+        limits = self.config.limits
+        period = max(0.02, min(1.0, limits.ping_interval, limits.ping_timeout, limits.close_timeout) / 4)
+        clock = self.hub.clock
+        while True:
+            await anyio.sleep(period)
+            now = clock.monotonic()
+            for peer in list(self._peers):
+                conn = peer.conn
+                if conn.deadline <= now:
+                    conn.tick(now)
+                    if conn.state is State.CLOSED and peer.scope is not None:
+                        peer.scope.cancel()
+            self.hub.tick(now)
+            self._flush()
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -173,6 +195,8 @@ class RelayServer:
         finally:
             if conn.state is not State.CLOSED:
                 conn.connection_lost()
+            if conn.problem:
+                log.info("connection from %s ended: %s", conn.client, conn.problem)
             self._flush()
             self._peers.discard(peer)
             with anyio.CancelScope(shield=True):
@@ -192,22 +216,14 @@ class RelayServer:
                 return
             feed(data)
             flush()
-            state = conn.state
-            if state is State.CLOSED or not data or peer.dead:
+            if conn.state is State.CLOSED or not data or peer.dead:
                 return
-            if state is State.CLOSING:
-                self._closing_deadline(peer)
-
-    def _closing_deadline(self, peer: Peer) -> None:
-        """Give a peer we sent a close frame to a bounded time to answer it."""
-        scope = peer.scope
-        if scope is not None and scope.deadline == math.inf:
-            scope.deadline = anyio.current_time() + self.config.limits.close_timeout
 
     async def _finish(self, peer: Peer) -> None:
         """Write what is left (a close frame, a response), then close the socket."""
         sock, outbox = peer.sock, peer.conn.outbox
-        with anyio.move_on_after(self.config.limits.close_timeout):
+        # A slow consumer's backlog is not worth waiting for: it is being dropped.
+        with anyio.move_on_after(0 if outbox.overflowed else self.config.limits.close_timeout):
             while outbox and not peer.dead:
                 if not peer.blocked:
                     self._write(peer, outbox)
@@ -239,8 +255,6 @@ class RelayServer:
                 continue
             if not peer.blocked:
                 self._write(peer, outbox)
-            if peer.conn.state is State.CLOSING:
-                self._closing_deadline(peer)
 
     def _write(self, peer: Peer, outbox: Outbox) -> None:
         try:

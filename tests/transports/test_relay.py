@@ -13,8 +13,7 @@ import pytest
 from rawws import TEXT, RawPeer, close_frame, frame, text
 from wsclient import Closed, clients, expect_close, expect_silence, recv_json
 
-from conftest import running
-from relaycore import Config
+from conftest import make_config, running
 from transports.server import RelayServer
 
 pytestmark = pytest.mark.anyio
@@ -218,13 +217,13 @@ async def test_uids_are_unique_and_new_on_every_connection(relay: RelayServer) -
 
 
 async def test_ipv6_loopback() -> None:
-    async with running(Config(), host="::1") as server, clients(server.port, host="::1") as connect:
+    async with running(host="::1") as server, clients(server.port, host="::1") as connect:
         a = await connect("/c/v6")
         assert (await recv_json(a))["total"] == 1
 
 
 async def test_message_over_the_size_limit_closes_with_1009() -> None:
-    config = Config.from_toml(b"[limits]\nmax_message_bytes = 1024")
+    config = make_config("[limits]\nmax_message_bytes = 1024")
     async with running(config) as server, clients(server.port) as connect:
         watcher = await connect("/c/room")
         await recv_json(watcher)
@@ -239,7 +238,7 @@ async def test_message_over_the_size_limit_closes_with_1009() -> None:
 
 
 async def test_fragmented_message_over_the_limit_closes_with_1009() -> None:
-    config = Config.from_toml(b"[limits]\nmax_message_bytes = 1024")
+    config = make_config("[limits]\nmax_message_bytes = 1024")
     async with running(config) as server:
         peer = await RawPeer.connect(server.port)
         assert (await peer.upgrade("/c/room"))[0] == 101
