@@ -183,6 +183,9 @@ class Connection:
 
     def kick(self, code: int, reason: str) -> None:
         """Session protocol: the hub removed this member; close the WebSocket."""
+        if self.outbox.overflowed:
+            # A slow consumer: its backlog would only delay the close frame.
+            self.outbox.drop_backlog()
         self._send_close(code, reason)
 
     # -- HTTP -----------------------------------------------------------------------

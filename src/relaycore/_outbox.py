@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MessageOutbox", "Outbox"]
+__all__ = ["BATCH", "MessageOutbox", "Outbox"]
+
+#: How many queued bytes :meth:`Outbox.view` joins for one ``send()``.
+BATCH = 256 * 1024
 
 
 class Outbox:
     """Queued outbound bytes of one connection (WebSocket frames, HTTP responses)."""
 
-    __slots__ = ("_chunks", "_ready", "limit", "overflowed", "peer", "queued", "size")
+    __slots__ = ("_chunks", "_partial", "_ready", "limit", "overflowed", "peer", "queued", "size")
 
     def __init__(self, limit: int, ready: list[Outbox]) -> None:
         self._chunks: list[bytes] = []
@@ -36,6 +39,8 @@ class Outbox:
         self.overflowed = False
         #: A slot the transport may use for its own connection object.
         self.peer: Any = None
+        #: True when the first chunk is the rest of a partly sent chunk.
+        self._partial = False
 
     def __bool__(self) -> bool:
         return self.size > 0
@@ -64,30 +69,62 @@ class Outbox:
             self._ready.append(self)
 
     def view(self) -> bytes:
-        """Everything queued, as one bytes object (joined once, then cached)."""
+        """The next bytes to send: the queued chunks joined, up to about ``BATCH`` bytes.
+
+        The join is kept (so a retry does not join again); chunk boundaries after the
+        batch are kept too, so that :meth:`drop_backlog` can cut on a frame boundary.
+        """
         chunks = self._chunks
-        if len(chunks) != 1:
-            if not chunks:
-                return b""
-            joined = b"".join(chunks)
-            chunks[:] = (joined,)
-            return joined
-        return chunks[0]
+        if len(chunks) == 1:
+            return chunks[0]
+        if not chunks:
+            return b""
+        count = total = 0
+        for chunk in chunks:
+            count += 1
+            total += len(chunk)
+            if total >= BATCH:
+                break
+        if count == 1:
+            return chunks[0]
+        joined = b"".join(chunks[:count])
+        chunks[:count] = (joined,)
+        return joined
 
     def consume(self, n: int) -> None:
         """Drop the first ``n`` bytes (what the kernel accepted)."""
         if n >= self.size:
             self._chunks.clear()
             self.size = 0
+            self._partial = False
             return
-        rest = self.view()[n:]
-        self._chunks[:] = (rest,)
-        self.size = len(rest)
+        self.size -= n
+        chunks = self._chunks
+        while n:
+            head = chunks[0]
+            if n < len(head):
+                chunks[0] = head[n:]
+                self._partial = True
+                return
+            n -= len(head)
+            del chunks[0]
+            self._partial = False
+
+    def drop_backlog(self) -> None:
+        """Forget every queued frame not yet begun (a slow consumer being closed).
+
+        A frame already partly sent is kept, so that what follows (a close frame) still
+        starts on a frame boundary.
+        """
+        chunks = self._chunks
+        del chunks[1 if self._partial and chunks else 0 :]
+        self.size = sum(len(chunk) for chunk in chunks)
 
     def take(self) -> list[bytes]:
         """Remove and return every queued chunk, in order (message-based transports)."""
         chunks, self._chunks = self._chunks, []
         self.size = 0
+        self._partial = False
         return chunks
 
 

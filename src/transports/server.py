@@ -222,8 +222,7 @@ class RelayServer:
     async def _finish(self, peer: Peer) -> None:
         """Write what is left (a close frame, a response), then close the socket."""
         sock, outbox = peer.sock, peer.conn.outbox
-        # A slow consumer's backlog is not worth waiting for: it is being dropped.
-        with anyio.move_on_after(0 if outbox.overflowed else self.config.limits.close_timeout):
+        with anyio.move_on_after(self.config.limits.close_timeout):
             while outbox and not peer.dead:
                 if not peer.blocked:
                     self._write(peer, outbox)

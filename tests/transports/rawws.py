@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import struct
 from typing import Any
 
@@ -45,15 +46,61 @@ def close_frame(code: int = 1000, reason: str = "") -> bytes:
     return frame(CLOSE, struct.pack("!H", code) + reason.encode())
 
 
+class _SmallWindowSocket:
+    """A plain non-blocking socket with a tiny receive buffer, as a stream.
+
+    The buffer size must be set before connecting to take full effect, which anyio's
+    ``connect_tcp`` does not allow; this is enough of a stream for :class:`RawPeer`.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def connect(cls, host: str, port: int, rcvbuf: int) -> _SmallWindowSocket:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+        return cls(sock)
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            await anyio.wait_writable(self.sock)
+            view = view[self.sock.send(view) :]
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            await anyio.wait_readable(self.sock)
+            try:
+                data = self.sock.recv(max_bytes)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def aclose(self) -> None:
+        anyio.notify_closing(self.sock)
+        self.sock.close()
+
+
 class RawPeer:
     """A TCP connection to the relay, read and written byte by byte."""
 
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, stream: anyio.abc.SocketStream | _SmallWindowSocket) -> None:
         self.stream = stream
         self.buffer = b""
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawPeer:
+    async def connect(cls, port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = None) -> RawPeer:
+        """Connect; ``rcvbuf`` shrinks the receive buffer (a reader that falls behind fast)."""
+        if rcvbuf is not None:
+            return cls(await _SmallWindowSocket.connect(host, port, rcvbuf))
         return cls(await anyio.connect_tcp(host, port))
 
     async def aclose(self) -> None:
