@@ -212,6 +212,7 @@ class Connection:
                 self._request = event
                 self._body.clear()
                 try:
+                    _check_head_size(event)
                     self._check_body_size(event)
                 except HTTPError as exc:
                     self._refuse(exc)
@@ -448,6 +449,13 @@ def _byte_length(data: str | bytes, room: int) -> int:
     if isinstance(data, bytes) or data.isascii() or len(data) > room:
         return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
     return len(data.encode())
+
+
+def _check_head_size(request: h11.Request) -> None:
+    """h11 bounds a head that arrives in pieces; one that arrives whole is bounded here."""
+    size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
+    if size > MAX_HEADER_BYTES:
+        raise HTTPError(431, "Request header fields too large.")
 
 
 def _header(request: h11.Request, name: bytes) -> bytes | None:
