@@ -118,7 +118,7 @@ async def test_binary_frames_get_an_error_not_a_close(relay: RelayServer) -> Non
 
 
 async def test_thousands_of_half_open_connections_are_reaped() -> None:
-    config = make_config("[limits]\nhandshake_timeout = 0.5")
+    config = make_config("[limits]\nhandshake_timeout = 1.0")
     async with running(config) as server:
         peers = []
         for n in range(1_000):
@@ -126,11 +126,11 @@ async def test_thousands_of_half_open_connections_are_reaped() -> None:
             if n % 2:
                 await peer.send(b"GET /c/room HTTP/1.1\r\nHost: x\r\n")  # never finished
             peers.append(peer)
-        with anyio.fail_after(5):
-            while len(server._peers) < 1_000:
-                await anyio.sleep(0.05)
         await still_serving(server)
-        with anyio.fail_after(10):
+        # Every one of them is closed by the server (EOF), none is kept.
+        with anyio.fail_after(20):
+            for peer in peers:
+                await peer.read_to_eof(timeout=20)
             while len(server._peers) > 0:
                 await anyio.sleep(0.05)
         for peer in peers:
