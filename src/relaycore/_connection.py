@@ -309,6 +309,11 @@ class Connection:
             self._echo = True
             self.outbox.write(greeting)
         trailing, _closed = self._http.trailing_data
+        # HTTP is over for this connection: let the parser go (it is most of the memory
+        # an idle connection would otherwise keep).
+        del self._http
+        self._request = None
+        self._body = bytearray()
         self.state = State.WEBSOCKET
         self.deadline = self._next_ping = self.hub.clock.monotonic() + self._ping_interval
         self._ws = FrameConnection(ConnectionType.SERVER)
