@@ -99,6 +99,8 @@ class Connection:
         self._echo = False
         self._request: h11.Request | None = None
         self._method = b""
+        #: Refusals of the current request are JSON (HTTP push answers in JSON).
+        self._json_errors = False
         self._body = bytearray()
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -195,8 +197,11 @@ class Connection:
             try:
                 event = self._http.next_event()
             except h11.RemoteProtocolError as exc:
-                self.problem = f"bad request: {exc}"
-                self._refuse(HTTPError(exc.error_status_hint, "Bad request."))
+                # Not the parser's message: it quotes the raw line, which may carry keys.
+                status = exc.error_status_hint
+                self.problem = f"malformed HTTP request ({status})"
+                text = "Bad request." if status == 400 else f"{HTTPStatus(status).phrase}."
+                self._refuse(HTTPError(status, text))
                 return
             if event is h11.NEED_DATA:
                 return
@@ -210,6 +215,7 @@ class Connection:
                 continue
             if isinstance(event, h11.Request):
                 self._request = event
+                self._json_errors = event.target.startswith(b"/push/")
                 self._body.clear()
                 try:
                     _check_head_size(event)
@@ -237,10 +243,13 @@ class Connection:
         self._request = None
         self._method = request.method
         self.client = client_address(self._peer_address, request.headers, self.hub.trusted_proxies)
+        # A refused WebSocket upgrade ends the connection: the client may already have
+        # sent frames after its request, which must not be read as a next request.
+        upgrade = self._http.their_state is MIGHT_SWITCH_PROTOCOL
         try:
             self._route(request)
         except HTTPError as exc:
-            self._refuse(exc, keep_alive=True)
+            self._refuse(exc, keep_alive=not upgrade)
             return
         if self.state is State.HTTP:
             self._next_cycle()
@@ -296,14 +305,13 @@ class Connection:
         channel = parse_channel(raw_channel) if raw_channel is not None else None
         options = parse_options(query)
         self.hub.admit_connection(self.client)
-        response = h11.InformationalResponse(
-            status_code=101,
-            headers=[(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-accept", accept)],
-            reason=b"Switching Protocols",
+        # Written by hand rather than through h11: the join below may still refuse with
+        # 403, and h11 must then still be able to send that answer instead.
+        greeting = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
-        greeting = self._http.send(response) or b""
         if channel is not None:
-            # May raise 403; then nothing was sent and h11 is still waiting for our answer.
             self.member = self.hub.join(channel, options, self.outbox, self, greeting)
         else:
             self._echo = True
@@ -331,9 +339,11 @@ class Connection:
         close: bool = False,
     ) -> None:
         all_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-        all_headers += headers or []
         if close:
+            all_headers += [h for h in headers or () if h[0] != b"connection"]
             all_headers.append((b"connection", b"close"))
+        else:
+            all_headers += headers or []
         head = h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase.encode())
         send = self._http.send
         out = send(head) or b""
@@ -345,7 +355,11 @@ class Connection:
     def _refuse(self, exc: HTTPError, *, keep_alive: bool = False) -> None:
         """Answer a refused request; close unless the request was read whole."""
         if self._http.our_state is h11.SEND_RESPONSE:
-            self._respond(exc.status, exc.message.encode(), headers=exc.headers, close=not keep_alive)
+            if self._json_errors:
+                body = msgspec.json.encode({"ok": False, "error": exc.message})
+                self._respond(exc.status, body, b"application/json", exc.headers, close=not keep_alive)
+            else:
+                self._respond(exc.status, exc.message.encode(), headers=exc.headers, close=not keep_alive)
             if keep_alive:
                 self._next_cycle()
             else:

@@ -63,7 +63,8 @@ def parse_options(query: bytes) -> JoinOptions:
     values: dict[str, str] = {}
     for key, value in pairs:
         values.setdefault(key, value)  # the first occurrence of a key wins
-    alias = values.get("alias", values.get("as"))
+    # An empty alias is no alias: frames then omit the key rather than carry "".
+    alias = values.get("alias") or values.get("as") or None
     if alias is not None and len(alias) > MAX_ALIAS:
         raise HTTPError(400, f"Alias must be at most {MAX_ALIAS} characters.")
     return JoinOptions(

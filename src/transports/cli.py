@@ -27,9 +27,9 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Config:
     return Config.from_toml(text, dict(os.environ) if env is None else env)
 
 
-async def _serve(server: RelayServer, host: str, port: int, backend: str) -> None:
+async def _serve(server: RelayServer, backend: str) -> None:
     async with anyio.create_task_group() as tg:
-        addresses = await tg.start(server.serve, host, port)
+        addresses = await tg.start(server.serve)
         for addr_host, addr_port in addresses:
             shown = f"[{addr_host}]" if ":" in addr_host else addr_host
             log.info("relaycore %s listening on ws://%s:%d (%s)", __version__, shown, addr_port, backend)
@@ -50,10 +50,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     server = RelayServer(config)
     try:
-        anyio.run(_serve, server, host, port, args.backend, backend=args.backend)
+        server.bind(host, port)
     except OSError as exc:
         print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
+    try:
+        anyio.run(_serve, server, args.backend, backend=args.backend)
     except KeyboardInterrupt:
         pass
     log.info("relaycore stopped")

@@ -16,6 +16,7 @@ asyncio, a stream's socket belongs to an asyncio transport and cannot also be wa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -92,10 +93,8 @@ class RelayServer:
         task_status: anyio.abc.TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen and serve until cancelled or :meth:`shutdown` is called."""
-        host = self.config.server.host if host is None else host
-        port = self.config.server.port if port is None else port
-        self._listeners = _bind(host, port)
-        self.addresses = [_address(sock) for sock in self._listeners]
+        if not self._listeners:
+            self.bind(host, port)
         self._stop = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
@@ -112,6 +111,18 @@ class RelayServer:
                 anyio.notify_closing(sock)
                 sock.close()
             self._listeners = []
+
+    def bind(self, host: str | Sequence[str] | None = None, port: int | None = None) -> list[tuple[str, int]]:
+        """Open the listening sockets now (``serve`` does it if you do not).
+
+        Binding before the event loop starts lets a caller report a taken port as a plain
+        ``OSError``.
+        """
+        host = self.config.server.host if host is None else host
+        port = self.config.server.port if port is None else port
+        self._listeners = _bind(host, port)
+        self.addresses = [_address(sock) for sock in self._listeners]
+        return self.addresses
 
     def shutdown(self) -> None:
         """Stop accepting, close every member with 1001, and return from :meth:`serve`."""
@@ -192,6 +203,8 @@ class RelayServer:
                 await self._read_loop(peer)
         except Exception:  # a bug must cost one connection, never the server
             log.exception("connection from %s failed", client)
+            with contextlib.suppress(Exception):
+                conn.close(1011, "internal error")
         finally:
             if conn.state is not State.CLOSED:
                 conn.connection_lost()

@@ -136,3 +136,13 @@ async def test_thousands_of_half_open_connections_are_reaped() -> None:
         for peer in peers:
             await peer.aclose()
         await still_serving(server)
+
+
+async def test_keys_never_reach_the_log(relay: RelayServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await refused(relay, b"GET /c/room?joinKey=SECRET1 HTTP/1.1 junk\r\n\r\n")
+    await refused(relay, b"POST /push/x HTTP/1.1\r\nx-send-key SECRET2\r\n\r\n")
+    await still_serving(relay)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "malformed HTTP request" in logged  # the refusals were logged...
+    assert "SECRET" not in logged  # ...without the keys they carried
