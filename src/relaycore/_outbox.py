@@ -50,12 +50,16 @@ class Outbox:
 
         Returns False, and queues nothing, when the outbox is over its limit.
         """
-        if self.overflowed:
-            return False
-        if self.size + len(frame) > self.limit:
+        # The broadcast hot path: one call per recipient, so write() is inlined here.
+        size = self.size + len(frame)
+        if size > self.limit or self.overflowed:
             self.overflowed = True
             return False
-        self.write(frame)
+        self._chunks.append(frame)
+        self.size = size
+        if not self.queued:
+            self.queued = True
+            self._ready.append(self)
         return True
 
     def write(self, data: bytes) -> None:

@@ -261,12 +261,11 @@ class RelayServer:
 
     def _flush(self) -> None:
         """Write every outbox the core filled, directly while the kernel takes the bytes."""
+        write = self._write
         for outbox in self.hub.take_ready():
             peer: Peer | None = outbox.peer
-            if peer is None or peer.dead:
-                continue
-            if not peer.blocked:
-                self._write(peer, outbox)
+            if peer is not None and not peer.blocked and not peer.dead:
+                write(peer, outbox)
 
     def _write(self, peer: Peer, outbox: Outbox) -> None:
         try:
@@ -276,6 +275,9 @@ class RelayServer:
         except OSError:
             self._lost(peer, outbox)
             return
+        if sent == outbox.size:
+            outbox.consume(sent)
+            return  # the common case: the kernel took everything
         outbox.consume(sent)
         if outbox:
             peer.blocked = True
