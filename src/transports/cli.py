@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -54,10 +55,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    try:
+    # A second Ctrl-C during the graceful drain stops at once, without a traceback.
+    with contextlib.suppress(KeyboardInterrupt):
         anyio.run(_serve, server, args.backend, backend=args.backend)
-    except KeyboardInterrupt:
-        pass
     log.info("relaycore stopped")
     return 0
 
