@@ -1,17 +1,24 @@
 """The native server: the relay core on raw non-blocking sockets, on asyncio or trio.
 
-Theory of operation. One task per connection reads: it waits until the socket is
-readable (``anyio.wait_readable``), reads what the kernel has, feeds it to the core's
-:class:`relaycore.Connection`, then *flushes*: every outbox the core filled is written
-straight to its socket with a non-blocking ``send()``. So a broadcast costs no task
-switch per recipient, and all frames due to one member from one read go out in one
-``send()``. Only when a socket does not take everything does the rest stay in its
-(bounded) outbox, and a writer task waits for writability to drain it. A member whose
+Theory of operation. Every socket (listeners and connections) is registered with one OS
+readiness selector (epoll on Linux, kqueue on the BSDs and macOS), and ONE task waits,
+with ``anyio.wait_readable``, on the selector's own file descriptor. When it wakes, it
+asks the selector which sockets are ready and handles them all in one pass: accept new
+connections, read what the kernel has and feed it to the core's
+:class:`relaycore.Connection`, or write a backlog. Then it *flushes*: every outbox the
+core filled is written straight to its socket with a non-blocking ``send()``, so a
+broadcast costs no task switch per recipient, and all frames due to one member from one
+pass go out in one ``send()``. A socket that does not take everything keeps the rest in
+its (bounded) outbox and is watched for writability until it drains. A member whose
 outbox goes over ``outbound_buffer_bytes`` is closed by the core as a slow consumer; the
 others never wait for it.
 
-Sockets are plain non-blocking ``socket.socket`` objects rather than anyio streams: on
-asyncio, a stream's socket belongs to an asyncio transport and cannot also be waited on.
+So an idle connection costs no task, no coroutine frames and no cancel scope: only its
+socket, its core objects and a selector entry. A second task runs the timers
+(keepalive, handshake and close timeouts) by calling the core's ``tick``.
+
+Sockets are plain ``socket.socket`` objects rather than anyio streams: on asyncio, a
+stream's socket belongs to an asyncio transport and cannot also be watched here.
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import selectors
 import socket
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from relaycore import Config, Connection, Hub, Outbox, State
+from relaycore import Config, Connection, Hub, State
 from relaycore._hub import Clock, UidSource
 
 from ._clock import SystemClock, secure_uids
@@ -36,22 +45,45 @@ __all__ = ["RelayServer"]
 log = logging.getLogger("relaycore.server")
 
 READ_SIZE = 256 * 1024
-_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+ACCEPT_BURST = 64
+LINGER_SECONDS = 1.0
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_NO_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Phase(Enum):
+    """Where a socket stands, seen from the transport."""
+
+    OPEN = "open"  # the core is talking over it
+    DRAINING = "draining"  # the core is done; write what is left, then close
+    LINGER = "linger"  # half-closed after a plain HTTP answer; wait for the client's EOF
 
 
 class Peer:
-    """The transport side of one connection: its socket, reader scope and write state."""
+    """The transport side of one connection: its socket and write state."""
 
-    __slots__ = ("blocked", "conn", "dead", "scope", "sock")
+    __slots__ = ("conn", "dead", "deadline", "phase", "sock", "writing")
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self.sock = sock
         self.conn = conn
-        self.scope: anyio.CancelScope | None = None
-        #: A writer task owns the socket's writes until the outbox drains.
-        self.blocked = False
+        self.phase = Phase.OPEN
+        #: The selector also watches for writability (the kernel did not take everything).
+        self.writing = False
         #: The socket failed; nothing more is written.
         self.dead = False
+        #: When a DRAINING or LINGER socket is closed regardless (monotonic seconds).
+        self.deadline = 0.0
+
+
+class _Listener:
+    """Selector data for a listening socket."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
 
 
 class RelayServer:
@@ -74,8 +106,9 @@ class RelayServer:
         #: The addresses bound, as (host, port), once listening.
         self.addresses: list[tuple[str, int]] = []
         self._peers: set[Peer] = set()
-        self._tg: anyio.abc.TaskGroup | None = None
         self._listeners: list[socket.socket] = []
+        self._selector: selectors.BaseSelector | None = None
+        self._accept_paused_until = 0.0
         self._stop: anyio.Event | None = None  # made inside the event loop, in serve()
 
     @property
@@ -96,21 +129,23 @@ class RelayServer:
         if not self._listeners:
             self.bind(host, port)
         self._stop = anyio.Event()
+        self._selector = selectors.DefaultSelector()
         try:
+            for sock in self._listeners:
+                self._selector.register(sock, _READ, _Listener(sock))
             async with anyio.create_task_group() as tg:
-                self._tg = tg
-                for sock in self._listeners:
-                    tg.start_soon(self._accept, sock)
+                tg.start_soon(self._poll)
                 tg.start_soon(self._tick)
                 task_status.started(self.addresses)
                 await self._stop.wait()
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
-            for sock in self._listeners:
-                anyio.notify_closing(sock)
-                sock.close()
-            self._listeners = []
+            for peer in list(self._peers):
+                self._close(peer)
+            self._close_listeners()
+            self._selector.close()
+            self._selector = None
 
     def bind(self, host: str | Sequence[str] | None = None, port: int | None = None) -> list[tuple[str, int]]:
         """Open the listening sockets now (``serve`` does it if you do not).
@@ -129,26 +164,59 @@ class RelayServer:
         if self._stop is not None:
             self._stop.set()
 
-    async def _drain(self) -> None:
-        """Graceful shutdown: close 1001 for everyone, wait for the handshakes (bounded)."""
+    def _close_listeners(self) -> None:
         for sock in self._listeners:
-            anyio.notify_closing(sock)
+            if self._selector is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(sock)
             sock.close()
         self._listeners = []
+
+    async def _drain(self) -> None:
+        """Graceful shutdown: close 1001 for everyone, wait for the handshakes (bounded)."""
+        self._close_listeners()
         self.hub.shutdown()
         for peer in list(self._peers):
-            peer.conn.close(1001, "server shutting down")
+            if peer.phase is Phase.OPEN:
+                peer.conn.close(1001, "server shutting down")
+                if peer.conn.state is State.CLOSED:
+                    self._end(peer)
         self._flush()
         with anyio.move_on_after(self.config.server.shutdown_grace):
             while self._peers:
                 await anyio.sleep(0.02)
 
-    async def _tick(self) -> None:
-        """The one timer task: keepalive pings, dead peers, handshake and close timeouts.
+    # -- the two tasks -------------------------------------------------------------------
 
-        The core decides (``Connection.tick``); this loop only calls it when a
-        connection's deadline has passed, and ends the reader of a connection the core
-        declared closed.
+    async def _poll(self) -> None:
+        """Wait on the selector; handle every ready socket; flush."""
+        selector = self._selector
+        assert selector is not None
+        fileno = getattr(selector, "fileno", None)
+        if fileno is None:  # select()/poll() selectors have no descriptor to wait on
+            raise RuntimeError("the native server needs epoll, kqueue or /dev/poll")
+        fd = fileno()
+        while True:
+            await anyio.wait_readable(fd)
+            for key, mask in selector.select(0):
+                target = key.data
+                if type(target) is _Listener:
+                    self._accept(target.sock)
+                    continue
+                try:
+                    if mask & _READ:
+                        self._readable(target)
+                    if mask & _WRITE and target.writing:
+                        self._send(target)
+                except Exception:  # a bug must cost one connection, never the server
+                    self._failed(target)
+            self._flush()
+
+    async def _tick(self) -> None:
+        """The timer task: keepalive pings, dead peers, handshake and close timeouts.
+
+        The core decides (``Connection.tick``); this loop calls it when a connection's
+        deadline has passed, and closes sockets the core is done with.
         """
         limits = self.config.limits
         period = max(0.02, min(1.0, limits.ping_interval, limits.ping_timeout, limits.close_timeout) / 4)
@@ -157,158 +225,180 @@ class RelayServer:
             await anyio.sleep(period)
             now = clock.monotonic()
             for peer in list(self._peers):
-                conn = peer.conn
-                if conn.deadline <= now:
-                    conn.tick(now)
-                    if conn.state is State.CLOSED and peer.scope is not None:
-                        peer.scope.cancel()
+                if peer.phase is Phase.OPEN:
+                    conn = peer.conn
+                    if conn.deadline <= now:
+                        conn.tick(now)
+                        if conn.state is State.CLOSED:
+                            self._end(peer)
+                elif peer.deadline <= now:
+                    self._close(peer)
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._resume_accepting()
             self.hub.tick(now)
             self._flush()
 
-    # -- accepting ---------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------
 
-    async def _accept(self, listener: socket.socket) -> None:
-        assert self._tg is not None
-        start = self._tg.start_soon
-        while True:
+    def _accept(self, listener: socket.socket) -> None:
+        selector = self._selector
+        assert selector is not None
+        for _ in range(ACCEPT_BURST):
             try:
-                await anyio.wait_readable(listener)
-            except anyio.ClosedResourceError:
-                return  # shutdown closed the listener
-            for _ in range(64):  # take a burst of pending connections per wake-up
-                try:
-                    sock, addr = listener.accept()
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("accept failed: %s; pausing", exc)
-                        await anyio.sleep(0.1)
-                        break
-                    raise
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                start(self._serve_connection, sock, str(addr[0]))
-
-    # -- one connection ----------------------------------------------------------------
-
-    async def _serve_connection(self, sock: socket.socket, client: str) -> None:
-        conn = Connection(self.hub, client=client)
-        peer = Peer(sock, conn)
-        conn.outbox.peer = peer
-        self._peers.add(peer)
-        try:
-            with anyio.CancelScope() as scope:
-                peer.scope = scope
-                await self._read_loop(peer)
-        except Exception:  # a bug must cost one connection, never the server
-            log.exception("connection from %s failed", client)
-            with contextlib.suppress(Exception):
-                conn.close(1011, "internal error")
-        finally:
-            if conn.state is not State.CLOSED:
-                conn.connection_lost()
-            if conn.problem:
-                log.info("connection from %s ended: %s", conn.client, conn.problem)
-            self._flush()
-            self._peers.discard(peer)
-            with anyio.CancelScope(shield=True):
-                await self._finish(peer)
-
-    async def _read_loop(self, peer: Peer) -> None:
-        sock, conn = peer.sock, peer.conn
-        recv, feed, flush = sock.recv, conn.receive_data, self._flush
-        while True:
-            await anyio.wait_readable(sock)
-            try:
-                data = recv(READ_SIZE)
+                sock, addr = listener.accept()
             except BlockingIOError:
-                continue
+                return
+            except OSError as exc:
+                if exc.errno in _NO_FD_ERRNOS:
+                    log.warning("accept failed: %s; pausing for 100 ms", exc)
+                    self._pause_accepting()
+                    return
+                raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = Peer(sock, Connection(self.hub, client=str(addr[0])))
+            peer.conn.outbox.peer = peer
+            self._peers.add(peer)
+            selector.register(sock, _READ, peer)
+
+    def _pause_accepting(self) -> None:
+        assert self._selector is not None
+        for sock in self._listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+        self._accept_paused_until = self.hub.clock.monotonic() + 0.1
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused_until = 0.0
+        if self._selector is not None:
+            for sock in self._listeners:
+                self._selector.register(sock, _READ, _Listener(sock))
+
+    def _readable(self, peer: Peer) -> None:
+        sock, conn = peer.sock, peer.conn
+        if peer.phase is not Phase.OPEN:
+            # Draining or lingering: the core is done; only notice the client's EOF.
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                return
             except OSError:
-                conn.connection_lost()
-                return
-            feed(data)
-            flush()
-            if conn.state is State.CLOSED or not data or peer.dead:
-                return
+                data = b""
+            if not data:
+                self._close(peer)
+            return
+        try:
+            data = sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            conn.connection_lost()
+            self._end(peer)
+            return
+        conn.receive_data(data)
+        if not data or conn.state is State.CLOSED:
+            self._end(peer)
 
-    async def _finish(self, peer: Peer) -> None:
-        """Write what is left (a close frame, a response), then close the socket."""
-        sock, outbox = peer.sock, peer.conn.outbox
-        with anyio.move_on_after(self.config.limits.close_timeout):
-            while outbox and not peer.dead:
-                if not peer.blocked:
-                    self._write(peer, outbox)
-                if outbox and not peer.dead:
-                    await anyio.sleep(0.01) if peer.blocked else await anyio.wait_writable(sock)
-        if not peer.conn.upgraded and not peer.dead:
-            # A refused HTTP request may have unread input (a body we did not want);
-            # closing now could reset the connection before the client read our
-            # answer. Half-close and wait briefly for the client to finish.
-            with anyio.move_on_after(1.0):
-                try:
-                    sock.shutdown(socket.SHUT_WR)
-                    for _ in range(16):
-                        await anyio.wait_readable(sock)
-                        if not sock.recv(65536):
-                            break
-                except OSError:
-                    pass
-        anyio.notify_closing(sock)
-        sock.close()
+    def _failed(self, peer: Peer) -> None:
+        log.exception("connection from %s failed", peer.conn.client)
+        with contextlib.suppress(Exception):
+            peer.conn.close(1011, "internal error")
+        with contextlib.suppress(Exception):
+            self._end(peer)
 
-    # -- writing -----------------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------
 
     def _flush(self) -> None:
         """Write every outbox the core filled, directly while the kernel takes the bytes."""
-        write = self._write
-        for outbox in self.hub.take_ready():
-            peer: Peer | None = outbox.peer
-            if peer is not None and not peer.blocked and not peer.dead:
-                write(peer, outbox)
+        hub, send = self.hub, self._send
+        while hub.ready:
+            for outbox in hub.take_ready():
+                peer: Peer | None = outbox.peer
+                if peer is not None and not peer.writing and not peer.dead:
+                    send(peer)
 
-    def _write(self, peer: Peer, outbox: Outbox) -> None:
+    def _send(self, peer: Peer) -> None:
+        outbox = peer.conn.outbox
         try:
             sent = peer.sock.send(outbox.view())
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._lost(peer, outbox)
+            self._lost(peer)
             return
         if sent == outbox.size:
-            outbox.consume(sent)
-            return  # the common case: the kernel took everything
+            outbox.consume(sent)  # the common case: the kernel took everything
+            if peer.writing or peer.phase is not Phase.OPEN:
+                self._drained(peer)
+            return
         outbox.consume(sent)
-        if outbox:
-            peer.blocked = True
-            assert self._tg is not None
-            self._tg.start_soon(self._drain_peer, peer, outbox)
+        if not peer.writing:
+            peer.writing = True
+            assert self._selector is not None
+            self._selector.modify(peer.sock, _READ | _WRITE, peer)
 
-    async def _drain_peer(self, peer: Peer, outbox: Outbox) -> None:
-        """The writer: wait for writability and send until the outbox is empty."""
-        sock = peer.sock
-        try:
-            while outbox and not peer.dead:
-                await anyio.wait_writable(sock)
-                try:
-                    sent = sock.send(outbox.view())
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    self._lost(peer, outbox)
-                    return
-                outbox.consume(sent)
-        except (anyio.ClosedResourceError, OSError):
-            peer.dead = True
-        finally:
-            peer.blocked = False
+    def _drained(self, peer: Peer) -> None:
+        """The outbox is empty: stop watching writability; finish a draining socket."""
+        if peer.writing:
+            peer.writing = False
+            assert self._selector is not None
+            self._selector.modify(peer.sock, _READ, peer)
+        if peer.phase is Phase.DRAINING:
+            self._finish(peer)
 
-    def _lost(self, peer: Peer, outbox: Outbox) -> None:
-        """A write failed: the socket is gone; stop writing and end its reader."""
+    def _lost(self, peer: Peer) -> None:
+        """A write failed: the socket is gone."""
         peer.dead = True
-        outbox.consume(outbox.size)
-        if peer.scope is not None:
-            peer.scope.cancel()
+        peer.conn.outbox.consume(peer.conn.outbox.size)
+        if peer.conn.state is not State.CLOSED:
+            peer.conn.connection_lost()
+        self._close(peer)
+
+    # -- ending --------------------------------------------------------------------------
+
+    def _end(self, peer: Peer) -> None:
+        """The core is done with this connection: write what is left, then close."""
+        if peer.phase is not Phase.OPEN:
+            return
+        conn = peer.conn
+        if conn.state is not State.CLOSED:
+            conn.connection_lost()
+        if conn.problem:
+            log.info("connection from %s ended: %s", conn.client, conn.problem)
+        peer.phase = Phase.DRAINING
+        peer.deadline = self.hub.clock.monotonic() + self.config.limits.close_timeout
+        if not conn.outbox and not peer.writing:
+            self._finish(peer)
+        # Otherwise the flush (or writability) sends the rest and calls _finish.
+
+    def _finish(self, peer: Peer) -> None:
+        if peer.conn.upgraded or peer.dead:
+            self._close(peer)
+            return
+        # A refused HTTP request may have unread input (a body we did not want); closing
+        # now could reset the connection before the client read our answer. Half-close
+        # and give the client a moment to finish.
+        try:
+            peer.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(peer)
+            return
+        peer.phase = Phase.LINGER
+        peer.deadline = self.hub.clock.monotonic() + LINGER_SECONDS
+
+    def _close(self, peer: Peer) -> None:
+        """Forget the socket and close it (idempotent)."""
+        if peer not in self._peers:
+            return
+        self._peers.discard(peer)
+        if peer.phase is Phase.OPEN and peer.conn.state is not State.CLOSED:
+            peer.conn.connection_lost()
+        peer.phase = Phase.LINGER
+        peer.dead = True
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(peer.sock)
+        peer.sock.close()
 
 
 def _bind(host: str | Sequence[str], port: int) -> list[socket.socket]:
