@@ -215,6 +215,7 @@ class Connection:
                 continue
             if isinstance(event, h11.Request):
                 self._request = event
+                self._method = event.method  # known before any refusal (HEAD has no body)
                 self._json_errors = event.target.startswith(b"/push/")
                 self._body.clear()
                 try:

@@ -392,8 +392,9 @@ class Hub:
             users = [
                 UserEntry(uid=m.uid, alias=m.alias, is_self=m is member) for m in channel.members.values() if m.announce
             ]
-        own = SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users)
-        self._deliver((member,), encode(own), None)
+        own = encode(SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users))
+        # Never refused: a member cannot be cut off before it even knows its uid.
+        member.outbox.put_always(own, text_frame(own))
         if total > 1:
             frame = JoinFrame(total=total, date=date)
             if member.announce:

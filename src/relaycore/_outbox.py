@@ -24,7 +24,7 @@ BATCH = 256 * 1024
 class Outbox:
     """Queued outbound bytes of one connection (WebSocket frames, HTTP responses)."""
 
-    __slots__ = ("_chunks", "_partial", "_ready", "limit", "overflowed", "peer", "queued", "size")
+    __slots__ = ("_chunks", "_partial", "_pins", "_ready", "limit", "overflowed", "peer", "queued", "size")
 
     def __init__(self, limit: int, ready: list[Outbox]) -> None:
         self._chunks: list[bytes] = []
@@ -41,6 +41,9 @@ class Outbox:
         self.peer: Any = None
         #: True when the first chunk is the rest of a partly sent chunk.
         self._partial = False
+        #: Queued chunks that :meth:`drop_backlog` must keep (handshake responses, the
+        #: self-join, control frames), in queue order. Relayed frames are never pinned.
+        self._pins: list[bytes] = []
 
     def __bool__(self) -> bool:
         return self.size > 0
@@ -62,10 +65,15 @@ class Outbox:
             self._ready.append(self)
         return True
 
+    def put_always(self, payload: bytes, frame: bytes) -> None:
+        """Queue a message that must arrive whatever the limit (the self-join)."""
+        self.write(frame)
+
     def write(self, data: bytes) -> None:
         """Queue bytes unconditionally (handshake responses, control frames)."""
         if not data:
             return
+        self._pins.append(data)
         self._chunks.append(data)
         self.size += len(data)
         if not self.queued:
@@ -92,6 +100,14 @@ class Outbox:
         if count == 1:
             return chunks[0]
         joined = b"".join(chunks[:count])
+        pins = self._pins
+        if pins:
+            batch = {id(chunk) for chunk in chunks[:count]}
+            k = 0
+            while k < len(pins) and id(pins[k]) in batch:
+                k += 1
+            if k:
+                pins[:k] = (joined,)
         chunks[:count] = (joined,)
         return joined
 
@@ -99,19 +115,24 @@ class Outbox:
         """Drop the first ``n`` bytes (what the kernel accepted)."""
         if n >= self.size:
             self._chunks.clear()
+            self._pins.clear()
             self.size = 0
             self._partial = False
             return
         self.size -= n
-        chunks = self._chunks
+        chunks, pins = self._chunks, self._pins
         while n:
             head = chunks[0]
             if n < len(head):
                 chunks[0] = head[n:]
+                if pins and pins[0] is head:
+                    pins[0] = chunks[0]
                 self._partial = True
                 return
             n -= len(head)
             del chunks[0]
+            if pins and pins[0] is head:
+                del pins[0]
             self._partial = False
 
     def drop_backlog(self) -> None:
@@ -121,12 +142,15 @@ class Outbox:
         starts on a frame boundary.
         """
         chunks = self._chunks
-        del chunks[1 if self._partial and chunks else 0 :]
-        self.size = sum(len(chunk) for chunk in chunks)
+        pinned = {id(pin) for pin in self._pins}
+        kept = [c for i, c in enumerate(chunks) if id(c) in pinned or (i == 0 and self._partial)]
+        chunks[:] = kept
+        self.size = sum(len(chunk) for chunk in kept)
 
     def take(self) -> list[bytes]:
         """Remove and return every queued chunk, in order (message-based transports)."""
         chunks, self._chunks = self._chunks, []
+        self._pins.clear()
         self.size = 0
         self._partial = False
         return chunks
@@ -146,5 +170,12 @@ class MessageOutbox(Outbox):
         if self.size + len(payload) > self.limit:
             self.overflowed = True
             return False
-        self.write(payload)
+        self._chunks.append(payload)
+        self.size += len(payload)
+        if not self.queued:
+            self.queued = True
+            self._ready.append(self)
         return True
+
+    def put_always(self, payload: bytes, frame: bytes) -> None:
+        self.write(payload)

@@ -105,8 +105,8 @@ def parse_json(data: str | bytes | bytearray) -> msgspec.Raw | None:
         if isinstance(data, bytes | bytearray) and not data.isascii():
             bytes(data).decode("utf-8")
         return _raw_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: nesting deeper than the decoder goes
 
 
 _short = struct.Struct("!BB").pack
