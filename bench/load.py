@@ -1,0 +1,360 @@
+"""Load generator for the relay benchmark: one scenario per run.
+
+Runs as its own process pinned to one core (``--cpu``, default 1) and drives
+a relay on 127.0.0.1 with the epoll client engine in ``wsclient.py``. Prints
+one JSON object with the figures on stdout; progress goes to stderr.
+
+Scenarios: ``fanout`` (bursty then paced), ``latency``, ``channels``,
+``connrate`` and ``memory``. Example:
+``python bench/load.py --port 8080 --scenario fanout --n 1000 --duration 5``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from measure import Window, percentile, proc_rss_kb
+from wsclient import Conn, Engine, client_frame, make_message, raise_nofile_limit
+
+CONNECT_CONCURRENCY = 64
+MAX_COALESCE = 0.02
+PACED_STALL = 5.0  # seconds before paced mode gives up on a message
+
+
+def log(msg: str) -> None:
+    print(f"[load] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """Shared setup helpers around one Engine."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.engine = Engine(args.host, args.port)
+        self.tag = f"{os.getpid()}-{int(time.time() * 1000) % 100000}"
+
+    def connect_many(self, paths: list[str], timeout: float) -> list[Conn]:
+        """Open connections (bounded concurrency) until each got its self-join."""
+        eng = self.engine
+        conns: list[Conn] = []
+        base_open, base_failed = eng.opened, eng.failed
+        todo = iter(paths)
+        remaining = [len(paths)]
+
+        def hook() -> None:
+            pending = len(conns) - (eng.opened - base_open) - (eng.failed - base_failed)
+            while pending < CONNECT_CONCURRENCY and remaining[0] > 0:
+                conns.append(eng.connect(next(todo)))
+                remaining[0] -= 1
+                pending += 1
+
+        def done() -> bool:
+            return eng.opened - base_open + eng.failed - base_failed >= len(paths)
+
+        if not eng.run(done, timeout, hook):
+            raise RuntimeError(f"connect timed out: {eng.opened - base_open}/{len(paths)} open")
+        if eng.failed > base_failed:
+            raise RuntimeError(f"{eng.failed - base_failed} connection(s) failed: {eng.last_failure}")
+        return conns
+
+    def wait_others(self, expected: int, timeout: float, what: str) -> None:
+        eng = self.engine
+        if not eng.run(lambda: eng.others >= expected, timeout):
+            raise RuntimeError(f"{what}: {eng.others}/{expected} notices after {timeout:.0f}s")
+
+    def fanout_setup(self, n: int, sender_query: str) -> tuple[list[Conn], Conn]:
+        """N receivers then one sender on one channel; waits for the join storm."""
+        channel = f"/c/fan-{self.tag}"
+        t0 = time.perf_counter()
+        setup_timeout = self.args.setup_timeout
+        receivers = self.connect_many([channel] * n, setup_timeout)
+        sender = self.connect_many([channel + sender_query], setup_timeout)[0]
+        sender.receiver = False
+        # Each member hears one join notice per later joiner, sender included.
+        expected = sum(n + 1 - r.total for r in receivers)
+        self.wait_others(expected, setup_timeout, "join notices")
+        log(f"fanout setup n={n}: {time.perf_counter() - t0:.1f}s ({expected} join notices)")
+        return receivers, sender
+
+    def drain(self, target: Callable[[], bool], what: str) -> bool:
+        ok = self.engine.run(target, self.args.drain_timeout)
+        if not ok:
+            log(f"drain timed out: {what}")
+        return ok
+
+
+def fanout(b: Bench) -> dict[str, Any]:
+    args = b.args
+    n, size = args.n, args.size
+    eng = b.engine
+    _receivers, sender = b.fanout_setup(n, "?echo=true")
+    result: dict[str, Any] = {"n": n, "size": size}
+    seq = [0]
+
+    def send_batch(count: int) -> None:
+        frames = [client_frame(make_message(seq[0] + i, size)) for i in range(count)]
+        seq[0] += count
+        sender.send(b"".join(frames))
+
+    if "bursty" in args.modes:
+        sent0, acked0, deliv0 = seq[0], sender.data, eng.delivered
+        guard = 2 * args.window * n  # cap on frames still owed to receivers
+
+        last = [time.perf_counter(), sender.data]
+
+        def bursty_hook() -> None:
+            sent = seq[0] - sent0
+            room = args.window - (sent - (sender.data - acked0))
+            if room > 0 and sent * n - (eng.delivered - deliv0) < guard:
+                send_batch(room)
+            now = time.perf_counter()
+            if now - last[0] >= 0.1:
+                # Read each socket about every window/4 messages (see README).
+                rate = (sender.data - last[1]) / (now - last[0])
+                if rate > 0:  # no acks in this interval: keep the previous value
+                    eng.coalesce = min(MAX_COALESCE, args.window / 4 / rate)
+                last[:] = [now, sender.data]
+
+        eng.run(lambda: False, args.warmup, bursty_hook)
+        win = Window(args, lambda: eng.delivered)
+        eng.run(lambda: False, args.duration, bursty_hook)
+        result["bursty"] = win.result()
+        result["bursty"]["messages"] = seq[0] - sent0
+        result["bursty"]["coalesce_ms"] = round(eng.coalesce * 1000, 2)
+        eng.coalesce = 0.0
+        total = seq[0] - sent0
+        b.drain(lambda: eng.delivered - deliv0 >= total * n and sender.data - acked0 >= total, "bursty")
+        log(f"bursty n={n}: {result['bursty']['rate']:.0f} deliveries/s")
+
+    if "paced" in args.modes:
+        deliv0 = eng.delivered
+        sent0 = seq[0]
+        failed0 = eng.failed
+        started = [0.0]
+        target = [eng.delivered]
+        stalls = [0]
+        fan_times: list[float] = []
+
+        def paced_hook() -> None:
+            now = time.perf_counter()
+            done = eng.delivered >= target[0]
+            if done or now - started[0] > PACED_STALL:
+                if seq[0] > sent0:
+                    fan_times.append(now - started[0])
+                    stalls[0] += not done
+                started[0] = now
+                # All receivers still connected must get the next message.
+                target[0] = eng.delivered + n - (eng.failed - failed0)
+                send_batch(1)
+
+        eng.run(lambda: False, args.warmup, paced_hook)
+        first = len(fan_times)
+        win = Window(args, lambda: eng.delivered)
+        eng.run(lambda: False, args.duration, paced_hook)
+        result["paced"] = win.result()
+        times = sorted(fan_times[first:])
+        result["paced"]["messages"] = len(times)
+        result["paced"]["stalls"] = stalls[0]
+        result["paced"]["fanout_ms_p50"] = percentile(times, 0.5) * 1000
+        result["paced"]["fanout_ms_p99"] = percentile(times, 0.99) * 1000
+        b.drain(lambda: eng.delivered >= target[0], "paced")
+        log(f"paced n={n}: {result['paced']['rate']:.0f} deliveries/s")
+    result["errors"] = eng.errors
+    result["failed"] = eng.failed
+    if eng.failed:
+        result["last_failure"] = eng.last_failure
+    return result
+
+
+def latency(b: Bench) -> dict[str, Any]:
+    args = b.args
+    n, size, rate = args.n, args.size, args.rate
+    eng = b.engine
+    _receivers, sender = b.fanout_setup(n, "")
+    interval = 1.0 / rate
+    warm_msgs = int(args.warmup * rate)
+    total_msgs = warm_msgs + int(args.duration * rate)
+    times = eng.send_times
+    deliv0 = eng.delivered
+    next_at = [time.perf_counter()]
+    eng.record_latency = True
+    eng.latency_from_seq = warm_msgs
+
+    def hook() -> float | None:
+        now = time.perf_counter()
+        if len(times) < total_msgs and now >= next_at[0]:
+            seq = len(times)
+            times.append(now)
+            sender.send(client_frame(make_message(seq, size)))
+            if seq == warm_msgs:
+                win_box.append(Window(args, lambda: eng.delivered))
+            next_at[0] += interval
+        if len(times) >= total_msgs:
+            return None  # all sent: just drain
+        return max(0.0, next_at[0] - time.perf_counter())
+
+    win_box: list[Window] = []
+    limit = args.warmup + args.duration + args.drain_timeout
+    eng.run(lambda: len(times) >= total_msgs and eng.delivered - deliv0 >= total_msgs * n, limit, hook, 0.01)
+    eng.record_latency = False
+    lat = sorted(eng.latencies)
+    expected = (total_msgs - warm_msgs) * n
+    out: dict[str, Any] = {"n": n, "rate": rate, "size": size, "samples": len(lat), "expected": expected}
+    out["p50_ms"] = percentile(lat, 0.5) * 1000
+    out["p99_ms"] = percentile(lat, 0.99) * 1000
+    out["max_ms"] = (lat[-1] if lat else float("nan")) * 1000
+    if win_box:
+        out["window"] = win_box[0].result()
+    out["errors"] = eng.errors
+    out["failed"] = eng.failed
+    log(f"latency n={n}: p50 {out['p50_ms']:.2f} ms p99 {out['p99_ms']:.2f} ms max {out['max_ms']:.2f} ms")
+    return out
+
+
+def channels(b: Bench) -> dict[str, Any]:
+    args = b.args
+    pairs, size = args.pairs, args.size
+    eng = b.engine
+    paths = [f"/c/mc-{b.tag}-{i}" for i in range(pairs) for _ in range(2)]
+    t0 = time.perf_counter()
+    conns = b.connect_many(paths, args.setup_timeout)
+    b.wait_others(pairs, args.setup_timeout, "partner join notices")
+    log(f"channels setup: {2 * pairs} connections in {time.perf_counter() - t0:.1f}s")
+    frame = client_frame(make_message(0, size))
+    for conn in conns:
+        conn.reply = frame
+    for conn in conns:
+        conn.send(frame * args.inflight)
+    eng.run(lambda: False, args.warmup)
+    win = Window(args, lambda: eng.delivered)
+    eng.run(lambda: False, args.duration)
+    out: dict[str, Any] = {"pairs": pairs, "inflight_per_conn": args.inflight, "size": size}
+    out.update(win.result())
+    out["errors"] = eng.errors
+    out["failed"] = eng.failed
+    log(f"channels: {out['rate']:.0f} messages/s")
+    return out
+
+
+def connrate(b: Bench) -> dict[str, Any]:
+    args = b.args
+    eng = b.engine
+    counter = [0]
+    active = [0]
+
+    def on_open(conn: Conn) -> None:
+        conn.close()
+
+    def on_closed(conn: Conn) -> None:
+        active[0] -= 1
+
+    eng.on_open = on_open
+    eng.on_closed = on_closed
+
+    def hook() -> None:
+        for _ in range(args.concurrency):
+            if active[0] >= args.concurrency:
+                break
+            eng.connect(f"/c/cr-{b.tag}-{counter[0]}")
+            counter[0] += 1
+            active[0] += 1
+
+    eng.run(lambda: False, args.warmup, hook)
+    win = Window(args, lambda: eng.opened)
+    failed0 = eng.failed
+    eng.run(lambda: eng.failed - failed0 > 1000, args.duration, hook)
+    out: dict[str, Any] = {"concurrency": args.concurrency}
+    out.update(win.result())
+    out["failed"] = eng.failed - failed0
+    if out["failed"]:
+        out["last_failure"] = eng.last_failure
+    eng.run(lambda: not eng.conns, args.drain_timeout)  # in-flight ones close on open
+    log(f"connrate: {out['rate']:.0f} handshakes/s ({out['failed']} failed)")
+    return out
+
+
+def memory(b: Bench) -> dict[str, Any]:
+    args = b.args
+    if not args.server_pid:
+        raise RuntimeError("memory scenario needs --server-pid")
+    warm = b.connect_many([f"/c/mw-{b.tag}-{i}" for i in range(args.warm_conns)], args.setup_timeout)
+    b.engine.run(lambda: False, args.settle)
+    before = proc_rss_kb(args.server_pid)
+    conns = b.connect_many([f"/c/mem-{b.tag}-{i}" for i in range(args.count)], args.setup_timeout)
+    b.engine.run(lambda: False, args.settle)
+    after = proc_rss_kb(args.server_pid)
+    per_conn = (after - before) * 1024 / args.count
+    log(f"memory: {before} kB -> {after} kB, {per_conn:.0f} B per connection")
+    return {
+        "connections": len(conns),
+        "warm_connections": len(warm),
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "bytes_per_conn": per_conn,
+    }
+
+
+SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "fanout": fanout,
+    "latency": latency,
+    "channels": channels,
+    "connrate": connrate,
+    "memory": memory,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
+    p.add_argument("--server-pid", type=int, default=0, help="for RSS and server CPU readings")
+    p.add_argument("--cpu", type=int, default=1, help="core to pin to (-1: no pinning)")
+    p.add_argument("--server-cpu", type=int, default=0, help="core the relay is pinned to")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
+    p.add_argument("--setup-timeout", type=float, default=300.0)
+    p.add_argument("--drain-timeout", type=float, default=20.0)
+    p.add_argument("--size", type=int, default=100, help="client message bytes")
+    p.add_argument("--n", type=int, default=1000, help="fanout/latency receivers")
+    p.add_argument("--modes", default="bursty,paced", help="fanout modes")
+    p.add_argument("--window", type=int, default=64, help="bursty messages in flight")
+    p.add_argument("--rate", type=float, default=100.0, help="latency messages per second")
+    p.add_argument("--pairs", type=int, default=1000, help="channels: two-member channels")
+    p.add_argument("--inflight", type=int, default=2, help="channels: messages in flight per conn")
+    p.add_argument("--concurrency", type=int, default=32, help="connrate: parallel handshakes")
+    p.add_argument("--count", type=int, default=5000, help="memory: idle connections")
+    p.add_argument("--warm-conns", type=int, default=20, help="memory: opened before the baseline")
+    p.add_argument("--settle", type=float, default=1.0, help="memory: seconds before RSS reads")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cpu >= 0 and args.cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {args.cpu})
+    raise_nofile_limit()
+    bench = Bench(args)
+    started = time.perf_counter()
+    try:
+        result = SCENARIOS[args.scenario](bench)
+        result["ok"] = True
+    except (RuntimeError, OSError) as exc:
+        log(f"scenario {args.scenario} failed: {exc}")
+        result = {"ok": False, "error": str(exc)}
+    finally:
+        bench.engine.close_all()
+    result["scenario"] = args.scenario
+    result["wall_seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

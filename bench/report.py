@@ -1,0 +1,180 @@
+"""Tables, ratios and the fan-out plot for bench/run.py results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RELAYCORE_PEERS = ("relaycore-asyncio", "relaycore-trio")
+BASELINE_PEERS = ("websockets", "picows")
+BUSY_LOAD = 0.9  # load generator CPU share above which a figure may be load-bound
+NOISY = 0.15  # CPU share other processes took on the two cores: figure is noisy
+
+Steps = dict[str, dict[str, Any]]  # step key -> load.py result
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a label and how to read its figure from a peer's steps."""
+
+    label: str
+    get: Callable[[Steps], float | None]
+    window: Callable[[Steps], dict[str, Any] | None] = lambda steps: None  # CPU readings
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    unit: str
+    higher_is_better: bool
+    rows: list[Row]
+
+
+def _dig(steps: Steps, key: str, *path: str) -> Any:
+    node: Any = steps.get(key)
+    if not node or not node.get("ok"):
+        return None
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _getter(key: str, *path: str) -> Callable[[Steps], Any]:
+    return lambda steps: _dig(steps, key, *path)
+
+
+def build_tables(fanout_ns: list[int], latency_n: int) -> list[Table]:
+    def fan(mode: str, n: int) -> Row:
+        key = f"fanout-{n}"
+        return Row(f"N={n}", lambda s: _dig(s, key, mode, "rate"), lambda s: _dig(s, key, mode))
+
+    return [
+        Table("fan-out, bursty (64 in flight)", "deliveries/s", True, [fan("bursty", n) for n in fanout_ns]),
+        Table("fan-out, paced (1 in flight)", "deliveries/s", True, [fan("paced", n) for n in fanout_ns]),
+        Table(
+            f"latency, N={latency_n} at 100 msg/s",
+            "ms",
+            False,
+            [
+                Row(q, _getter("latency", f"{q}_ms"), lambda s: _dig(s, "latency", "window"))
+                for q in ("p50", "p99", "max")
+            ],
+        ),
+        Table(
+            "many channels (2-member channels, all chatting)",
+            "messages/s",
+            True,
+            [Row("delivered", _getter("channels", "rate"), lambda s: _dig(s, "channels"))],
+        ),
+        Table(
+            "connection rate (handshake + self-join)",
+            "connections/s",
+            True,
+            [Row("opened", _getter("connrate", "rate"), lambda s: _dig(s, "connrate"))],
+        ),
+        Table(
+            "memory per idle connection (server RSS)",
+            "bytes",
+            False,
+            [Row("per connection", _getter("memory", "bytes_per_conn"))],
+        ),
+    ]
+
+
+def ratio_pairs(peers: list[str]) -> list[tuple[str, str]]:
+    return [(r, b) for r in RELAYCORE_PEERS if r in peers for b in BASELINE_PEERS if b in peers]
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def _short(peer: str) -> str:
+    return peer.removeprefix("relaycore-")
+
+
+def render(tables: list[Table], results: dict[str, Steps], peers: list[str]) -> tuple[str, dict[str, Any]]:
+    """Text tables plus a JSON-ready {table: {row: {figures, ratios}}} summary."""
+    pairs = ratio_pairs(peers)
+    lines: list[str] = []
+    summary: dict[str, Any] = {}
+    for table in tables:
+        if all(row.get(results.get(p, {})) is None for row in table.rows for p in peers):
+            continue  # scenario not run (or failed everywhere)
+        better = "higher" if table.higher_is_better else "lower"
+        lines.append(f"\n== {table.title} [{table.unit}, {better} is better] ==")
+        header = ["", *peers, *(f"{_short(r)}/{b}" for r, b in pairs)]
+        body: list[list[str]] = []
+        notes: list[str] = []
+        seen: set[int] = set()
+        summary[table.title] = {}
+        for row in table.rows:
+            figures = {p: row.get(results.get(p, {})) for p in peers}
+            ratios: dict[str, float | None] = {}
+            for r, b in pairs:
+                fr, fb = figures[r], figures[b]
+                ratios[f"{r}/{b}"] = fr / fb if fr is not None and fb else None
+            cells = [row.label, *(_fmt(figures[p]) for p in peers)]
+            cells += [("x" + _fmt(ratios[f"{r}/{b}"])) if ratios[f"{r}/{b}"] else "-" for r, b in pairs]
+            body.append(cells)
+            summary[table.title][row.label] = {"unit": table.unit, "figures": figures, "ratios": ratios}
+            for p in peers:
+                win = row.window(results.get(p, {})) or {}
+                if id(win) in seen:
+                    continue  # rows sharing one measured window get one note
+                seen.add(id(win))
+                busy, other = win.get("load_cpu"), win.get("interference")
+                if busy is not None and busy > BUSY_LOAD:
+                    notes.append(f"{p} {row.label}: load generator at {busy:.0%} of its core (may be load-bound)")
+                if other is not None and other > NOISY:
+                    notes.append(f"{p} {row.label}: other processes took {other:.0%} of a core (noisy)")
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+        for cells in [header, *body]:
+            lines.append(
+                "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
+            )
+        lines.extend(f"  note: {n}" for n in notes)
+    return "\n".join(lines), summary
+
+
+def plot_fanout(results: dict[str, Steps], peers: list[str], fanout_ns: list[int], path: Path) -> str | None:
+    """Write the deliveries/s-vs-N plot; returns an error string instead of raising."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"matplotlib unavailable ({exc}); no plot written"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
+    for ax, mode in zip(axes, ("bursty", "paced"), strict=False):
+        for peer in peers:
+            points = [(n, _dig(results.get(peer, {}), f"fanout-{n}", mode, "rate")) for n in fanout_ns]
+            xs = [n for n, v in points if v is not None]
+            ys = [v for _, v in points if v is not None]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=peer)
+        ax.set_ylim(bottom=0)
+        ax.set_xscale("log")
+        ax.set_xticks(fanout_ns, [str(n) for n in fanout_ns])
+        ax.set_xlabel("receivers on the channel (N)")
+        ax.set_ylabel("deliveries per second")
+        ax.set_title(f"fan-out, {mode}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
