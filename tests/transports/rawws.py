@@ -197,6 +197,16 @@ class RawPeer:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
 
 
+async def upgrade_status(port: int, path: str, headers: str = "") -> int:
+    """The HTTP status of an upgrade to ``path``, from a raw socket closed right after."""
+    peer = await RawPeer.connect(port)
+    try:
+        status, _ = await peer.upgrade(path, headers=headers)
+        return status
+    finally:
+        await peer.aclose()
+
+
 async def http(port: int, request: bytes, host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
     """Send one raw HTTP request on a fresh connection; return (status, headers, body)."""
     peer = await RawPeer.connect(port, host)

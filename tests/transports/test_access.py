@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from rawws import RawPeer, text
+from rawws import RawPeer, text, upgrade_status
 from wsclient import Client, Rejected, clients, expect_silence, recv_json
 
 from relaycore import Config
@@ -60,16 +60,6 @@ async def join(connect: Connect, path: str) -> tuple[Client, dict[str, Any]]:
     return client, hello
 
 
-async def handshake_status(port: int, path: str) -> int:
-    """The HTTP status of an upgrade to ``path``, from a raw socket closed right after."""
-    peer = await RawPeer.connect(port)
-    try:
-        status, _ = await peer.upgrade(path)
-        return status
-    finally:
-        await peer.aclose()
-
-
 async def assert_send_refused(client: Client, data: str) -> None:
     """``data`` sent by a member without the send key gets the exact error frame."""
     await client.send(data)
@@ -101,7 +91,7 @@ async def assert_next_message(reader: Client, sender_uid: str, message: Any) -> 
 async def test_join_without_the_join_key_is_refused_with_403(relay: RelayServer, channel: str, query: str) -> None:
     async with clients(relay.port) as connect:
         inside, _ = await join(connect, f"/c/{channel}?joinKey=jk")
-        assert await handshake_status(relay.port, f"/c/{channel}{query}") == 403
+        assert await upgrade_status(relay.port, f"/c/{channel}{query}") == 403
         # Nobody joined: the member inside hears of no one, and the next joiner is the second.
         _, hello = await join(connect, f"/c/{channel}?joinKey=jk")
         assert hello["total"] == 2
@@ -209,7 +199,7 @@ async def test_namespace_without_a_send_key_lets_every_member_send(relay: RelayS
     ],
 )
 async def test_offering_a_key_that_is_not_the_namespaces_own_is_403(relay: RelayServer, path: str) -> None:
-    assert await handshake_status(relay.port, path) == 403
+    assert await upgrade_status(relay.port, path) == 403
     channel = path.partition("?")[0]
     # A reservation without keys is not claimed by the refused joiner's keys either.
     if channel.startswith("/c/bare"):
@@ -243,7 +233,7 @@ async def test_offering_a_key_that_is_not_the_namespaces_own_is_403(relay: Relay
     ],
 )
 async def test_longest_covering_namespace_decides(relay: RelayServer, path: str, status: int) -> None:
-    assert await handshake_status(relay.port, path) == status
+    assert await upgrade_status(relay.port, path) == status
 
 
 async def test_send_key_of_the_longest_namespace_decides(relay: RelayServer) -> None:
@@ -271,7 +261,7 @@ async def test_first_joiners_join_key_locks_an_open_channel(relay: RelayServer) 
     async with clients(relay.port) as connect:
         first, _ = await join(connect, "/c/lounge?joinKey=j1")
         for query in ["", "?joinKey=wrong", "?joinKey=J1", "?sendKey=j1"]:
-            assert await handshake_status(relay.port, f"/c/lounge{query}") == 403, query
+            assert await upgrade_status(relay.port, f"/c/lounge{query}") == 403, query
         _, hello = await join(connect, "/c/lounge?joinKey=j1")
         assert hello["total"] == 2
         joined = await recv_json(first)
@@ -327,13 +317,13 @@ async def test_ephemeral_keys_outlive_their_setter_and_vanish_with_the_last_memb
         left = await recv_json(keeper)
         assert left["type"] == "leave" and left["total"] == 1
         # The channel still has a member: its keys still hold.
-        assert await handshake_status(relay.port, "/c/lounge") == 403
-        assert await handshake_status(relay.port, "/c/lounge?joinKey=j2") == 403
+        assert await upgrade_status(relay.port, "/c/lounge") == 403
+        assert await upgrade_status(relay.port, "/c/lounge?joinKey=j2") == 403
 
         await keeper.close()
         # The last member went; the keys went with it (the close is processed asynchronously).
         with anyio.fail_after(5):
-            while await handshake_status(relay.port, "/c/lounge") == 403:
+            while await upgrade_status(relay.port, "/c/lounge") == 403:
                 await anyio.sleep(0.02)
         fresh, fresh_hello = await join(connect, "/c/lounge")
         assert fresh_hello["total"] == 1

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from rawws import RawPeer, http, post
+from rawws import RawPeer, http, post, upgrade_status
 from wsclient import Client, clients, recv_json
 
 from relaycore import Config
@@ -60,15 +60,6 @@ def chunked_post(path: str, chunks: list[bytes], headers: str = "") -> bytes:
     head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{headers}\r\n".encode()
     body = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks)
     return head + body + b"0\r\n\r\n"
-
-
-async def upgrade_status(port: int, path: str) -> int:
-    peer = await RawPeer.connect(port)
-    try:
-        status, _ = await peer.upgrade(path)
-        return status
-    finally:
-        await peer.aclose()
 
 
 async def member(connect: Any, path: str) -> Client:

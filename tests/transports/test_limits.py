@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from rawws import PING, PONG, RawPeer, frame, http, post
+from rawws import PING, PONG, RawPeer, frame, http, post, upgrade_status
 from wsclient import clients, expect_close, expect_silence, recv_json
 
 from conftest import make_config, running
@@ -62,11 +62,7 @@ async def test_connection_rate_follows_forwarded_address_of_trusted_proxy() -> N
     async with running(config) as server:
 
         async def status(forwarded_for: str) -> int:
-            peer = await RawPeer.connect(server.port)
-            try:
-                return (await peer.upgrade("/c/room", headers=f"X-Forwarded-For: {forwarded_for}\r\n"))[0]
-            finally:
-                await peer.aclose()
+            return await upgrade_status(server.port, "/c/room", f"X-Forwarded-For: {forwarded_for}\r\n")
 
         assert [await status("203.0.113.7") for _ in range(3)] == [101, 101, 429]
         # Another client behind the same proxy is not locked out by the first one's burst.
