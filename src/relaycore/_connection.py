@@ -83,7 +83,7 @@ class Connection:
         self._handshake_timeout = limits.handshake_timeout
         now = hub.clock.monotonic()
         self._last_seen = now
-        self._ping_sent: float | None = None
+        self._ping_sent = float("-inf")  # when our unanswered ping went out
         self._next_ping = float("inf")
         #: The monotonic time at which :meth:`tick` has something to do.
         self.deadline = now + self._handshake_timeout
@@ -167,8 +167,8 @@ class Connection:
 
     def _keepalive(self, now: float) -> None:
         sent = self._ping_sent
-        outstanding = sent is not None and self._last_seen < sent
-        if outstanding and now >= sent + self._ping_timeout:  # type: ignore[operator]
+        outstanding = self._last_seen < sent  # nothing at all arrived since our ping
+        if outstanding and now >= sent + self._ping_timeout:
             self.problem = "no pong in time (dead peer)"
             self._leave()
             self.state = State.CLOSED
@@ -180,8 +180,7 @@ class Connection:
                 outstanding = True
                 self._write_ws(Ping())
             self._next_ping = now + self._ping_interval
-        answer_by = sent + self._ping_timeout if outstanding and sent is not None else float("inf")
-        self.deadline = min(self._next_ping, answer_by)
+        self.deadline = min(self._next_ping, sent + self._ping_timeout if outstanding else float("inf"))
 
     def kick(self, code: int, reason: str) -> None:
         """Session protocol: the hub removed this member; close the WebSocket."""
