@@ -165,17 +165,8 @@ class MessageOutbox(Outbox):
     __slots__ = ()
 
     def put(self, payload: bytes, frame: bytes) -> bool:
-        if self.overflowed:
-            return False
-        if self.size + len(payload) > self.limit:
-            self.overflowed = True
-            return False
-        self._chunks.append(payload)
-        self.size += len(payload)
-        if not self.queued:
-            self.queued = True
-            self._ready.append(self)
-        return True
+        # The same bounded queueing as Outbox.put, applied to the unframed payload.
+        return Outbox.put(self, payload, payload)
 
     def put_always(self, payload: bytes, frame: bytes) -> None:
         self.write(payload)
