@@ -11,6 +11,7 @@ from typing import Any
 RELAYCORE_PEERS = ("relaycore-asyncio", "relaycore-trio")
 BASELINE_PEERS = ("websockets", "picows")
 BUSY_LOAD = 0.9  # load generator CPU share above which a figure may be load-bound
+RELAY_SATURATED = 0.97  # relay CPU share at which the relay itself is the limit
 NOISY = 0.15  # CPU share other processes took on the two cores: figure is noisy
 
 Steps = dict[str, dict[str, Any]]  # step key -> load.py result
@@ -135,8 +136,13 @@ def render(tables: list[Table], results: dict[str, Steps], peers: list[str]) -> 
                     continue  # rows sharing one measured window get one note
                 seen.add(id(win))
                 busy, other = win.get("load_cpu"), win.get("interference")
+                relay = win.get("server_cpu")
                 if busy is not None and busy > BUSY_LOAD:
-                    notes.append(f"{p} {row.label}: load generator at {busy:.0%} of its core (may be load-bound)")
+                    if relay is not None and relay >= RELAY_SATURATED:
+                        # Both cores full: the relay could not have gone faster either.
+                        notes.append(f"{p} {row.label}: relay at {relay:.0%}, load generator at {busy:.0%}")
+                    else:
+                        notes.append(f"{p} {row.label}: load generator at {busy:.0%} of its core (may be load-bound)")
                 if other is not None and other > NOISY:
                     notes.append(f"{p} {row.label}: other processes took {other:.0%} of a core (noisy)")
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
