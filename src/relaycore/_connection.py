@@ -31,6 +31,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import LocalProtocolError
 
 from ._errors import HTTPError
+from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
@@ -96,6 +97,7 @@ class Connection:
         self.close_code: int | None = None
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._ws: FrameConnection | None = None
+        self._scanner: FrameScanner | None = None
         self._echo = False
         self._request: h11.Request | None = None
         self._method = b""
@@ -125,9 +127,7 @@ class Connection:
         elif self.state is State.CLOSED:
             return
         else:
-            assert self._ws is not None
-            self._ws.receive_data(data or None)
-            self._drive_ws()
+            self._receive_ws(data)
 
     def connection_lost(self) -> None:
         """The transport lost the socket (reset, timeout): leave without a handshake."""
@@ -325,9 +325,9 @@ class Connection:
         self.state = State.WEBSOCKET
         self.deadline = self._next_ping = self.hub.clock.monotonic() + self._ping_interval
         self._ws = FrameConnection(ConnectionType.SERVER)
+        self._scanner = FrameScanner()
         if trailing:
-            self._ws.receive_data(trailing)
-            self._drive_ws()
+            self._receive_ws(trailing)
 
     def _respond(
         self,
@@ -381,6 +381,25 @@ class Connection:
             self.deadline = self.hub.clock.monotonic() + self._handshake_timeout
 
     # -- WebSocket --------------------------------------------------------------------
+
+    def _receive_ws(self, data: bytes) -> None:
+        ws, scanner = self._ws, self._scanner
+        assert ws is not None and scanner is not None
+        used = 0
+        if data and scanner.at_rest and self.state is State.WEBSOCKET:
+            # Whole simple text frames first, without wsproto (see _fastpath).
+            messages, used = take_text_frames(data, self._limit)
+            for text in messages:
+                self._on_message(text)
+                if self.state is not State.WEBSOCKET:
+                    break  # the peer's data after our close frame is ignored, as in _on_fragment
+        if self.state is State.CLOSED or used == len(data) > 0:
+            return
+        if used:
+            data = data[used:]
+        scanner.feed(data)
+        ws.receive_data(data or None)
+        self._drive_ws()
 
     def _drive_ws(self) -> None:
         ws = self._ws

@@ -293,6 +293,27 @@ def test_ping_between_fragments_is_answered_and_the_message_still_arrives(pair: 
     assert b.messages() == [{"uid": _uid(a), "alias": "A", "date": T0, "message": {"n": 1}}]
 
 
+def test_whole_frames_fragments_and_control_frames_keep_their_order(pair: tuple[Peer, Peer]) -> None:
+    a, b = pair
+    stream = text('{"n":1}') + text('{"n":', fin=False) + ping(b"x") + continuation("2}") + text('{"n":3}')
+    stream += text('{"n":4}') + ping(b"y") + text('{"n":5}')
+    for cut in (len(stream), 9, 17):  # in one read, and cut inside frames
+        a.feed(stream[:cut])
+        if cut < len(stream):
+            a.feed(stream[cut:])
+        assert [f.payload for f in a.frames()] == [b"x", b"y"]
+        assert [m["message"]["n"] for m in b.messages()] == [1, 2, 3, 4, 5]
+
+
+def test_a_text_frame_cut_across_reads_is_relayed_once_whole(pair: tuple[Peer, Peer]) -> None:
+    a, b = pair
+    frame = text('{"long":"' + "\u00e9" * 200 + '"}')  # a 16-bit length
+    for i in range(0, len(frame), 7):
+        a.feed(frame[i : i + 7])
+    a.feed(text('{"next":1}'))
+    assert [m["message"] for m in b.messages()] == [{"long": "\u00e9" * 200}, {"next": 1}]
+
+
 def test_direct_message_reaches_only_its_target(hub: Hub) -> None:
     a, _ = open_ws(hub, "/c/room?echo")
     b, _ = open_ws(hub, "/c/room")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+import relaycore._connection as connection_module
 from relaycore import Config, LimitsConfig, NamespaceConfig, ServerConfig
 
 from . import _grammar as g
@@ -302,3 +304,90 @@ def test_interleaved_connections(scenario: Scenario) -> None:
     """Several fuzzed peers (plus the bystander) interleaved on one hub: direct messages,
     broadcasts, joins and leaves cross between them."""
     run(scenario)
+
+
+def observed(harness: Harness) -> list[tuple[Any, ...]]:
+    """Everything each connection's client received, and how each connection ended."""
+    return [(t.label, bytes(t.http), t.frames, t.conn.state, t.conn.close_code) for t in harness.tracked]
+
+
+def without_fast_path(data: bytes, limit: int) -> tuple[list[str], int]:
+    return [], 0
+
+
+FAST_SIZES = (0, 1, 2, 124, 125, 126, 127, 2047, 2048, 2049, 65535, 65536)
+
+
+@st.composite
+def text_heavy_frames(draw: st.DrawFn) -> bytes:
+    """Mostly single text frames (what the fast path takes), any mask, any payload; else
+    frames it must leave to wsproto: near misses, control frames, fragments, anything."""
+    kind = draw(st.integers(0, 9))
+    if kind < 6:
+        payload = draw(
+            st.one_of(
+                g.json_texts().map(str.encode),
+                st.sampled_from(g.BAD_UTF8),
+                st.binary(max_size=12),
+                st.sampled_from(FAST_SIZES).map(lambda n: b"a" * n),
+                st.text(max_size=20).map(str.encode),
+            )
+        )
+        return g.encode_frame(g.OP_TEXT, payload, mask=draw(st.binary(min_size=4, max_size=4)))
+    if kind < 8:
+        payload = draw(g.json_texts()).encode()
+        near = draw(st.sampled_from(("form16", "form64", "rsv", "unmasked", "unfinished", "binary")))
+        if near == "form16":
+            return g.encode_frame(g.OP_TEXT, payload, form="16")
+        if near == "form64":
+            return g.encode_frame(g.OP_TEXT, payload, form="64")
+        if near == "rsv":
+            return g.encode_frame(g.OP_TEXT, payload, rsv=draw(st.integers(1, 7)))
+        if near == "unmasked":
+            return g.encode_frame(g.OP_TEXT, payload, mask=None)
+        if near == "unfinished":
+            return g.encode_frame(g.OP_TEXT, payload, fin=False)
+        return g.encode_frame(g.OP_BINARY, payload)
+    return draw(g.frames(UIDS))
+
+
+@st.composite
+def fast_path_scenarios(draw: st.DrawFn) -> Scenario:
+    config = draw(st.sampled_from(("small", "default", "echo")))
+    path = draw(st.sampled_from(("/echo", "/echo?x"))) if config == "echo" else "/c/room?echo"
+    data = g.websocket_handshake(path) + b"".join(draw(st.lists(text_heavy_frames(), max_size=12)))
+    cuts = draw(st.lists(st.integers(0, len(data)), max_size=12))
+    return Scenario(config, True, [Script(g.split(data, cuts), draw(st.sampled_from(ENDINGS)))])
+
+
+@pytest.mark.parametrize("config", ["small", "default", "echo"])
+@pytest.mark.parametrize("size", FAST_SIZES)
+def test_fast_path_matches_wsproto_at_the_size_boundaries(config: str, size: int) -> None:
+    """Around the 7-bit and 16-bit length forms and the small config's size limit, a JSON
+    string, text that is not JSON, and a string cut in a UTF-8 sequence: same outcome."""
+    path = "/echo" if config == "echo" else "/c/room?echo"
+    json_string = b'"' + b"a" * (size - 2) + b'"' if size >= 2 else b"a" * size
+    accents = ("\u00e9" * size).encode()[:size]  # cut inside a character when size is odd
+    for payload in (json_string, b"a" * size, accents):
+        frame = g.encode_frame(g.OP_TEXT, payload, mask=b"\x01\x02\x03\x04")
+        for chunks in ([g.websocket_handshake(path) + frame * 2], [g.websocket_handshake(path), frame, frame]):
+            scenario = Scenario(config, True, [Script(chunks)])
+            fast = observed(run(scenario))
+            with mock.patch.object(connection_module, "take_text_frames", without_fast_path):
+                slow = observed(run(scenario))
+            assert fast == slow
+
+
+@given(
+    fast_path_scenarios()
+    | fast_path_scenarios()
+    | scenarios(websocket_streams())
+    | scenarios(websocket_streams(handshake=ECHO_HANDSHAKES), configs=("echo",))
+)
+def test_fast_path_matches_wsproto(scenario: Scenario) -> None:
+    """Frames decoded by the fast path (relaycore._fastpath) give byte for byte what the same
+    stream gives through wsproto alone: the same frames to every client, the same ends."""
+    fast = observed(run(scenario))
+    with mock.patch.object(connection_module, "take_text_frames", without_fast_path):
+        slow = observed(run(scenario))
+    assert fast == slow
