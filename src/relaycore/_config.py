@@ -35,6 +35,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     echo_endpoint: bool = False
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     shutdown_grace: float = 5.0
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ async def _serve(server: RelayServer, backend: str) -> None:
         addresses = await tg.start(server.serve)
         for addr_host, addr_port in addresses:
             shown = f"[{addr_host}]" if ":" in addr_host else addr_host
-            log.info("relaycore %s listening on ws://%s:%d (%s)", __version__, shown, addr_port, backend)
+            scheme = "wss" if server.ssl_context is not None else "ws"
+            log.info("relaycore %s listening on %s://%s:%d (%s)", __version__, scheme, shown, addr_port, backend)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -49,7 +51,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
-    server = RelayServer(config)
+    if args.certfile is not None:
+        config.server.tls_certfile = args.certfile
+    if args.keyfile is not None:
+        config.server.tls_keyfile = args.keyfile
+    if config.server.tls_keyfile and not config.server.tls_certfile:
+        print("relaycore: a TLS key needs a certificate (--certfile or tls_certfile)", file=sys.stderr)
+        return 2
+    try:
+        server = RelayServer(config)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"relaycore: cannot load the TLS certificate: {exc}", file=sys.stderr)
+        return 2
     try:
         server.bind(host, port)
     except OSError as exc:
@@ -72,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8787)")
     serve.add_argument("--config", default=None, help="TOML configuration file")
     serve.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"], help="event loop")
+    serve.add_argument("--certfile", default=None, help="serve TLS (wss://) with this PEM certificate chain")
+    serve.add_argument("--keyfile", default=None, help="the certificate's private key (if not in --certfile)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -30,6 +30,7 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -67,7 +68,7 @@ class Phase(Enum):
 class Peer:
     """The transport side of one connection: its socket and write state."""
 
-    __slots__ = ("conn", "dead", "deadline", "phase", "sock", "writing")
+    __slots__ = ("cipher", "conn", "dead", "deadline", "phase", "sock", "tls", "tls_in", "tls_out", "writing")
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self.sock = sock
@@ -79,6 +80,13 @@ class Peer:
         self.dead = False
         #: When a DRAINING or LINGER socket is closed regardless (monotonic seconds).
         self.deadline = 0.0
+        #: TLS only: the session, its two memory buffers, and encrypted bytes the kernel
+        #: has not taken yet (at most one encrypted batch: the rest waits, in plaintext, in
+        #: the bounded outbox).
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in: ssl.MemoryBIO | None = None
+        self.tls_out: ssl.MemoryBIO | None = None
+        self.cipher = b""
 
 
 class _Listener:
@@ -104,6 +112,7 @@ class RelayServer:
         hub: Hub | None = None,
         clock: Clock | None = None,
         uids: UidSource | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config or Config()
         self.hub = hub or Hub(self.config, clock or SystemClock(), uids or secure_uids)
@@ -114,6 +123,12 @@ class RelayServer:
         self._selector: selectors.BaseSelector | None = None
         self._accept_paused_until = 0.0
         self._stop: anyio.Event | None = None  # made inside the event loop, in serve()
+        server = self.config.server
+        if ssl_context is None and server.tls_certfile:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(server.tls_certfile, server.tls_keyfile or None)
+        #: The TLS context every accepted connection is wrapped in (None: plain TCP).
+        self.ssl_context = ssl_context
 
     @property
     def port(self) -> int:
@@ -297,6 +312,9 @@ class RelayServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = Peer(sock, Connection(self.hub, client=str(addr[0])))
             peer.conn.outbox.peer = peer
+            if self.ssl_context is not None:
+                peer.tls_in, peer.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+                peer.tls = self.ssl_context.wrap_bio(peer.tls_in, peer.tls_out, server_side=True)
             self._peers.add(peer)
             selector.register(sock, _READ, peer)
 
@@ -334,9 +352,48 @@ class RelayServer:
             conn.connection_lost()
             self._end(peer)
             return
+        if peer.tls is not None and data:
+            plain = self._decrypt(peer, data)
+            if plain is None:
+                self._end(peer)
+                return
+            if peer.tls_out is not None and peer.tls_out.pending:
+                self._send(peer)  # handshake records, session tickets
+            if not plain:
+                return
+            data = plain
         conn.receive_data(data)
         if not data or conn.state is State.CLOSED:
             self._end(peer)
+
+    def _decrypt(self, peer: Peer, data: bytes) -> bytes | None:
+        """TLS: the plaintext in ``data`` (``b""`` if none yet); None when the session failed.
+
+        The handshake happens inside the first reads (OpenSSL runs it implicitly); the
+        records it produces are sent by the caller's flush. A client's close_notify counts
+        as its end of the stream.
+        """
+        tls, incoming = peer.tls, peer.tls_in
+        assert tls is not None and incoming is not None
+        incoming.write(data)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLError as exc:
+                peer.conn.problem = f"TLS: {exc.reason or exc}"
+                peer.conn.connection_lost()
+                return None
+            if not chunk:  # the client ended the TLS session
+                peer.conn.receive_data(b"".join(chunks))
+                peer.conn.receive_data(b"")
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _failed(self, peer: Peer) -> None:
         log.exception("connection from %s failed", peer.conn.client)
@@ -357,6 +414,9 @@ class RelayServer:
                     send(peer)
 
     def _send(self, peer: Peer) -> None:
+        if peer.tls is not None:
+            self._send_tls(peer)
+            return
         outbox = peer.conn.outbox
         try:
             sent = peer.sock.send(outbox.view())
@@ -376,6 +436,45 @@ class RelayServer:
             assert self._selector is not None
             self._selector.modify(peer.sock, _READ | _WRITE, peer)
 
+    def _send_tls(self, peer: Peer) -> None:
+        """Encrypt the outbox one batch at a time, and write while the kernel takes it."""
+        tls, outgoing, outbox = peer.tls, peer.tls_out, peer.conn.outbox
+        assert tls is not None and outgoing is not None
+        while True:
+            if not peer.cipher:
+                if outbox.size:
+                    data = outbox.view()
+                    try:
+                        tls.write(data)
+                    except ssl.SSLWantReadError:
+                        pass  # the handshake is not done; the bytes wait in the outbox
+                    except ssl.SSLError:
+                        self._lost(peer)
+                        return
+                    else:
+                        outbox.consume(len(data))
+                peer.cipher = outgoing.read()
+                if not peer.cipher:
+                    break
+            try:
+                sent = peer.sock.send(peer.cipher)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._lost(peer)
+                return
+            peer.cipher = peer.cipher[sent:]
+            if peer.cipher:
+                if not peer.writing:
+                    peer.writing = True
+                    assert self._selector is not None
+                    self._selector.modify(peer.sock, _READ | _WRITE, peer)
+                return
+            if not outbox.size:
+                break
+        if peer.writing or peer.phase is not Phase.OPEN:
+            self._drained(peer)
+
     def _drained(self, peer: Peer) -> None:
         """The outbox is empty: stop watching writability; finish a draining socket."""
         if peer.writing:
@@ -388,6 +487,7 @@ class RelayServer:
     def _lost(self, peer: Peer) -> None:
         """A write failed: the socket is gone."""
         peer.dead = True
+        peer.cipher = b""
         peer.conn.outbox.consume(peer.conn.outbox.size)
         if peer.conn.state is not State.CLOSED:
             peer.conn.connection_lost()
@@ -411,6 +511,13 @@ class RelayServer:
         # Otherwise the flush (or writability) sends the rest and calls _finish.
 
     def _finish(self, peer: Peer) -> None:
+        if peer.tls is not None and not peer.dead:
+            # Say goodbye at the TLS level too (close_notify), as far as the kernel takes it.
+            with contextlib.suppress(ssl.SSLError):
+                peer.tls.unwrap()
+            assert peer.tls_out is not None
+            with contextlib.suppress(OSError):
+                peer.sock.send(peer.tls_out.read())
         if peer.conn.upgraded or peer.dead:
             self._close(peer)
             return

@@ -10,11 +10,13 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
 from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 
 TIMEOUT = 5.0
 
@@ -46,11 +48,12 @@ def close_frame(code: int = 1000, reason: str = "") -> bytes:
     return frame(CLOSE, struct.pack("!H", code) + reason.encode())
 
 
-class _SmallWindowSocket:
+class _SmallWindowSocket(anyio.abc.ByteStream):
     """A plain non-blocking socket with a tiny receive buffer, as a stream.
 
     The buffer size must be set before connecting to take full effect, which anyio's
-    ``connect_tcp`` does not allow; this is enough of a stream for :class:`RawPeer`.
+    ``connect_tcp`` does not allow; this is enough of a stream for :class:`RawPeer` and
+    for anyio's TLS wrapper.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -84,6 +87,9 @@ class _SmallWindowSocket:
                 raise anyio.EndOfStream
             return data
 
+    async def send_eof(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
     async def aclose(self) -> None:
         anyio.notify_closing(self.sock)
         self.sock.close()
@@ -92,7 +98,7 @@ class _SmallWindowSocket:
 class RawPeer:
     """A TCP connection to the relay, read and written byte by byte."""
 
-    def __init__(self, stream: anyio.abc.SocketStream | _SmallWindowSocket) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream | _SmallWindowSocket) -> None:
         self.stream = stream
         self.buffer = b""
 
@@ -102,6 +108,18 @@ class RawPeer:
         if rcvbuf is not None:
             return cls(await _SmallWindowSocket.connect(host, port, rcvbuf))
         return cls(await anyio.connect_tcp(host, port))
+
+    @classmethod
+    async def connect_tls(
+        cls, port: int, context: ssl.SSLContext, host: str = "127.0.0.1", *, rcvbuf: int | None = None
+    ) -> RawPeer:
+        """Connect over TLS (the handshake done); ``rcvbuf`` as in :meth:`connect`."""
+        if rcvbuf is None:
+            return cls(
+                await anyio.connect_tcp(host, port, tls=True, ssl_context=context, tls_standard_compatible=False)
+            )
+        transport = await _SmallWindowSocket.connect(host, port, rcvbuf)
+        return cls(await TLSStream.wrap(transport, hostname=host, ssl_context=context, standard_compatible=False))
 
     async def aclose(self) -> None:
         await self.stream.aclose()

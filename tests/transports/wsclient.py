@@ -7,6 +7,7 @@ two independent client implementations, behind one small interface.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
@@ -106,19 +107,22 @@ class _TrioClient:
 
 
 @asynccontextmanager
-async def clients(port: int, host: str = "127.0.0.1") -> AsyncIterator[Any]:
-    """Yield ``connect(path) -> Client``; every client is closed when the block ends."""
+async def clients(port: int, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> AsyncIterator[Any]:
+    """Yield ``connect(path) -> Client``; every client is closed when the block ends.
+
+    With ``tls`` the clients connect with ``wss://`` and that client-side context.
+    """
     async with AsyncExitStack() as stack:
         shown = f"[{host}]" if ":" in host else host
 
         async def connect(path: str) -> Client:
-            url = f"ws://{shown}:{port}{path}"
+            url = f"{'wss' if tls else 'ws'}://{shown}:{port}{path}"
             if sniffio.current_async_library() == "trio":
                 import trio_websocket
 
                 try:
                     conn = await stack.enter_async_context(
-                        trio_websocket.open_websocket_url(url, max_message_size=64 * 1024 * 1024)
+                        trio_websocket.open_websocket_url(url, ssl_context=tls, max_message_size=64 * 1024 * 1024)
                     )
                 except trio_websocket.ConnectionRejected as exc:
                     raise Rejected(exc.status_code) from None
@@ -127,7 +131,7 @@ async def clients(port: int, host: str = "127.0.0.1") -> AsyncIterator[Any]:
 
             try:
                 conn = await websockets.connect(
-                    url, compression=None, max_size=None, max_queue=None, ping_interval=None
+                    url, ssl=tls, compression=None, max_size=None, max_queue=None, ping_interval=None
                 )
             except websockets.InvalidStatus as exc:
                 raise Rejected(exc.response.status_code) from None
