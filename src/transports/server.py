@@ -389,7 +389,8 @@ class RelayServer:
                 peer.conn.connection_lost()
                 return None
             if not chunk:  # the client ended the TLS session
-                peer.conn.receive_data(b"".join(chunks))
+                if chunks:
+                    peer.conn.receive_data(b"".join(chunks))
                 peer.conn.receive_data(b"")
                 return None
             chunks.append(chunk)
