@@ -1,4 +1,4 @@
-"""The command line: ``relaycore serve`` and small ``listen`` / ``send`` / ``push`` tools."""
+"""The command line: ``relaycore serve``."""
 
 from __future__ import annotations
 
