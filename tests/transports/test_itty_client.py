@@ -2,8 +2,8 @@
 
 ``tests/js/scenario.mjs`` drives the npm package ``itty-sockets`` (with ``ws`` as its WebSocket)
 through joins, broadcasts, echo, direct messages, errors, push, a protected channel and HTTP push.
-This module starts the real command-line server on each backend, runs the scenario against it and
-then stops the server with SIGTERM.
+This module starts the real command-line server on each backend, plain and with TLS, runs the
+scenario against it and then stops the server with SIGTERM.
 
 Needs ``node`` on PATH and ``npm install`` run in ``tests/js``; skipped otherwise.
 """
@@ -11,6 +11,7 @@ Needs ``node`` on PATH and ``npm install`` run in ``tests/js``; skipped otherwis
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "tests" / "js"
@@ -89,8 +91,10 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_stock_itty_sockets_client(backend: str, tmp_path: Path) -> None:
+def test_stock_itty_sockets_client(backend: str, scheme: str, tmp_path: Path) -> None:
+    """The whole scenario, over plain TCP and over TLS (``wss://`` and ``https://`` push)."""
     node = _node()
     cfg = tmp_path / "relay.toml"
     cfg.write_text(CONFIG)
@@ -100,14 +104,24 @@ def test_stock_itty_sockets_client(backend: str, tmp_path: Path) -> None:
         sys.executable, "-m", "transports", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg), "--backend", backend,
     ]  # fmt: skip
+    env = dict(os.environ)
+    if scheme == "wss":
+        # A throwaway CA: the relay gets a certificate from it, Node trusts it.
+        ca = trustme.CA()
+        pem = tmp_path / "relay.pem"
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        env["NODE_EXTRA_CA_CERTS"] = str(tmp_path / "ca.pem")
+        cmd += ["--certfile", str(pem)]
     with log.open("wb") as log_file:
         server = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         _wait_until_listening(server, port, log)
         try:
             run = subprocess.run(
-                [node, str(SCENARIO), f"ws://127.0.0.1:{port}", f"itty-{backend}"],
+                [node, str(SCENARIO), f"{scheme}://127.0.0.1:{port}", f"itty-{backend}"],
                 cwd=JS_DIR,
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=SCENARIO_TIMEOUT,
@@ -127,7 +141,7 @@ def test_stock_itty_sockets_client(backend: str, tmp_path: Path) -> None:
         assert summary["ok"] is True
         assert summary["steps"] == EXPECTED_STEPS
         assert summary["checks"] > 100
-        assert f"listening on ws://127.0.0.1:{port}" in log.read_text()
+        assert f"listening on {scheme}://127.0.0.1:{port}" in log.read_text()
 
         server.send_signal(signal.SIGTERM)
         try:
