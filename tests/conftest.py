@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,9 +37,11 @@ def config() -> Config:
 
 
 @asynccontextmanager
-async def running(config: Config | None = None, host: str = "127.0.0.1") -> AsyncIterator[RelayServer]:
+async def running(
+    config: Config | None = None, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[RelayServer]:
     """Run a RelayServer on ``host`` with a free port for the duration of the block."""
-    server = RelayServer(config or make_config())
+    server = RelayServer(config or make_config(), ssl_context=ssl_context)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve, host, 0)
         try:

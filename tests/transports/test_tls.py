@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -15,8 +15,7 @@ import trustme
 from rawws import RawPeer
 from wsclient import clients, recv_json
 
-from conftest import make_config
-from relaycore import Config
+from conftest import make_config, running
 from transports.server import RelayServer
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +41,8 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def tls_relay(server_context: ssl.SSLContext) -> Iterator[tuple[RelayServer, Config]]:
+async def server(server_context: ssl.SSLContext) -> AsyncIterator[RelayServer]:
+    """A relay serving TLS only, with a short handshake timeout and a 256 KiB outbox."""
     config = make_config(
         """
 [limits]
@@ -55,114 +55,98 @@ messages_burst = 100000
 send_key = "sk"
 """
     )
-    yield RelayServer(config, ssl_context=server_context), config
+    async with running(config, ssl_context=server_context) as server:
+        yield server
 
 
-async def test_members_talk_over_wss(tls_relay: tuple[RelayServer, Config], client_context: ssl.SSLContext) -> None:
-    server, _ = tls_relay
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, "127.0.0.1", 0)
-        async with clients(server.port, tls=client_context) as connect:
-            alice = await connect("/c/secure?alias=alice")
-            bob = await connect("/c/secure")
-            hello = await recv_json(alice)
-            assert hello["type"] == "join" and hello["self"] is True
-            assert (await recv_json(bob))["self"] is True
-            assert (await recv_json(alice))["type"] == "join"
-            await alice.send('{"hi":1}')
-            got = await recv_json(bob)
-            assert got["message"] == {"hi": 1} and got["alias"] == "alice"
-            # Many messages at once, some large: they arrive whole and in order.
-            big = "x" * 40_000
-            for i in range(50):
-                await bob.send(json.dumps([i, big if i % 5 == 0 else ""]))
-            for i in range(50):
-                assert (await recv_json(alice))["message"] == [i, big if i % 5 == 0 else ""]
-        tg.cancel_scope.cancel()
+async def test_members_talk_over_wss(server: RelayServer, client_context: ssl.SSLContext) -> None:
+    async with clients(server.port, tls=client_context) as connect:
+        alice = await connect("/c/secure?alias=alice")
+        bob = await connect("/c/secure")
+        hello = await recv_json(alice)
+        assert hello["type"] == "join" and hello["self"] is True
+        assert (await recv_json(bob))["self"] is True
+        assert (await recv_json(alice))["type"] == "join"
+        await alice.send('{"hi":1}')
+        got = await recv_json(bob)
+        assert got["message"] == {"hi": 1} and got["alias"] == "alice"
+        # Many messages at once, some large: they arrive whole and in order.
+        big = "x" * 40_000
+        for i in range(50):
+            await bob.send(json.dumps([i, big if i % 5 == 0 else ""]))
+        for i in range(50):
+            assert (await recv_json(alice))["message"] == [i, big if i % 5 == 0 else ""]
 
 
-async def test_http_push_and_health_over_https(
-    tls_relay: tuple[RelayServer, Config], client_context: ssl.SSLContext
-) -> None:
-    server, _ = tls_relay
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, "127.0.0.1", 0)
-        async with clients(server.port, tls=client_context) as connect:
-            member = await connect("/c/news:pushed")
-            await recv_json(member)
-            peer = await RawPeer.connect_tls(server.port, client_context)
-            await peer.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, _, body = await peer.response()
-            assert status == 200 and json.loads(body)["connections"] >= 1
-            payload = b'{"from":"backend"}'
-            await peer.send(
-                b"POST /push/news:pushed HTTP/1.1\r\nHost: x\r\nX-Send-Key: sk\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
-            )
-            status, _, body = await peer.response()
-            assert status == 200, body
-            assert (await recv_json(member))["message"] == {"from": "backend"}
-            await peer.aclose()
-        tg.cancel_scope.cancel()
+async def test_http_push_and_health_over_https(server: RelayServer, client_context: ssl.SSLContext) -> None:
+    async with clients(server.port, tls=client_context) as connect:
+        member = await connect("/c/news:pushed")
+        await recv_json(member)
+        peer = await RawPeer.connect_tls(server.port, client_context)
+        await peer.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = await peer.response()
+        assert status == 200 and json.loads(body)["connections"] >= 1
+        payload = b'{"from":"backend"}'
+        await peer.send(
+            b"POST /push/news:pushed HTTP/1.1\r\nHost: x\r\nX-Send-Key: sk\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        status, _, body = await peer.response()
+        assert status == 200, body
+        assert (await recv_json(member))["message"] == {"from": "backend"}
+        await peer.aclose()
 
 
 async def test_a_member_that_stops_reading_is_closed_as_a_slow_consumer(
-    tls_relay: tuple[RelayServer, Config], client_context: ssl.SSLContext
+    server: RelayServer, client_context: ssl.SSLContext
 ) -> None:
-    server, _ = tls_relay
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, "127.0.0.1", 0)
-        async with clients(server.port, tls=client_context) as connect:
-            stalled = await RawPeer.connect_tls(server.port, client_context, rcvbuf=4096)
-            status, _ = await stalled.upgrade("/c/slow")
-            assert status == 101
-            sender = await connect("/c/slow")
-            reader = await connect("/c/slow")
-            await recv_json(sender)
-            await recv_json(reader)
-            assert (await recv_json(sender))["type"] == "join"
-            chunk = json.dumps("y" * 10_000)
-            received = [0]
+    async with clients(server.port, tls=client_context) as connect:
+        stalled = await RawPeer.connect_tls(server.port, client_context, rcvbuf=4096)
+        status, _ = await stalled.upgrade("/c/slow")
+        assert status == 101
+        sender = await connect("/c/slow")
+        reader = await connect("/c/slow")
+        await recv_json(sender)
+        await recv_json(reader)
+        assert (await recv_json(sender))["type"] == "join"
+        chunk = json.dumps("y" * 10_000)
+        received = [0]
 
-            async def send_all() -> None:
-                for n in range(2_000):  # 20 MB against a 256 KiB outbound buffer
-                    while n - received[0] > 50:  # only the stalled member may fall behind
-                        await anyio.sleep(0.001)
-                    await sender.send(chunk)
+        async def send_all() -> None:
+            for n in range(2_000):  # 20 MB against a 256 KiB outbound buffer
+                while n - received[0] > 50:  # only the stalled member may fall behind
+                    await anyio.sleep(0.001)
+                await sender.send(chunk)
 
-            async with anyio.create_task_group() as inner:
-                inner.start_soon(send_all)
-                while received[0] < 2_000:
-                    got = await recv_json(reader, timeout=30)
-                    if "message" in got:
-                        assert got["message"] == "y" * 10_000
-                        received[0] += 1
-            # The stalled member reads what was sent before its close frame, then 1008.
-            assert await stalled.read_close(timeout=10) == 1008
-            await stalled.aclose()
-        tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(send_all)
+            while received[0] < 2_000:
+                got = await recv_json(reader, timeout=30)
+                if "message" in got:
+                    assert got["message"] == "y" * 10_000
+                    received[0] += 1
+        # The stalled member reads what was sent before its close frame, then 1008.
+        assert await stalled.read_close(timeout=10) == 1008
+        await stalled.aclose()
 
 
 async def test_plain_bytes_on_the_tls_port_cost_only_that_connection(
-    tls_relay: tuple[RelayServer, Config], client_context: ssl.SSLContext
+    server: RelayServer, client_context: ssl.SSLContext
 ) -> None:
-    server, _ = tls_relay
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, "127.0.0.1", 0)
-        plain = await RawPeer.connect(server.port)
-        await plain.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        rest = await plain.read_to_eof()
-        assert b"HTTP/1.1" not in rest  # no plaintext answer; at most a TLS alert
-        await plain.aclose()
-        # A client that connects and never starts TLS is dropped after handshake_timeout.
-        silent = await RawPeer.connect(server.port)
-        with anyio.fail_after(5):
-            assert await silent.read_to_eof() == b""
-        await silent.aclose()
-        async with clients(server.port, tls=client_context) as connect:
-            member = await connect("/c/after")
-            assert (await recv_json(member))["self"] is True
-        tg.cancel_scope.cancel()
+
+    plain = await RawPeer.connect(server.port)
+    await plain.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    rest = await plain.read_to_eof()
+    assert b"HTTP/1.1" not in rest  # no plaintext answer; at most a TLS alert
+    await plain.aclose()
+    # A client that connects and never starts TLS is dropped after handshake_timeout.
+    silent = await RawPeer.connect(server.port)
+    with anyio.fail_after(5):
+        assert await silent.read_to_eof() == b""
+    await silent.aclose()
+    async with clients(server.port, tls=client_context) as connect:
+        member = await connect("/c/after")
+        assert (await recv_json(member))["self"] is True
 
 
 def test_the_command_line_serves_wss_with_a_certificate_file(
