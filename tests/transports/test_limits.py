@@ -57,6 +57,15 @@ async def test_connection_rate_per_address_answers_429() -> None:
         await peer.aclose()
 
 
+async def test_the_echo_endpoint_is_not_held_to_the_connection_rate() -> None:
+    """A conformance suite opens hundreds of /echo connections a second from one address."""
+    config = make_config("[server]\necho_endpoint = true\n[limits]\nconnections_per_second_per_ip = 2")
+    async with running(config) as server:
+        assert [await upgrade_status(server.port, "/echo") for _ in range(20)] == [101] * 20
+        # The channels keep their limit, in the same second, for the same address.
+        assert [await upgrade_status(server.port, "/c/room") for _ in range(3)] == [101, 101, 429]
+
+
 async def test_connection_rate_follows_forwarded_address_of_trusted_proxy() -> None:
     config = make_config('[server]\ntrusted_proxies = ["127.0.0.1"]\n[limits]\nconnections_per_second_per_ip = 2')
     async with running(config) as server:
