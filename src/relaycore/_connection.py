@@ -32,7 +32,7 @@ from wsproto.utilities import LocalProtocolError
 
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
-from ._hub import Hub, Member
+from ._hub import CLOSE_POLICY, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._wire import parse_json
@@ -46,6 +46,10 @@ MAX_HEADER_BYTES = 16 * 1024
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+#: The opt-in /echo endpoint takes messages up to this size (or max_message_bytes if that
+#: is larger): the largest message a conformance suite (Autobahn, cases 9.x) sends. It also
+#: closes (1008) a client with more than this (or outbound_buffer_bytes) waiting unread.
+ECHO_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class State(Enum):
@@ -99,6 +103,7 @@ class Connection:
         self._ws: FrameConnection | None = None
         self._scanner: FrameScanner | None = None
         self._echo = False
+        self._echo_backlog = 0
         self._request: h11.Request | None = None
         self._method = b""
         #: Refusals of the current request are JSON (HTTP push answers in JSON).
@@ -318,6 +323,8 @@ class Connection:
             self.member = self.hub.join(channel, options, self.outbox, self, greeting)
         else:
             self._echo = True
+            self._limit = max(self._limit, ECHO_MAX_MESSAGE_BYTES)
+            self._echo_backlog = max(self.hub.config.limits.outbound_buffer_bytes, ECHO_MAX_MESSAGE_BYTES)
             self.outbox.write(greeting)
         trailing, _closed = self._http.trailing_data
         # HTTP is over for this connection: let the parser go (it is most of the memory
@@ -445,6 +452,10 @@ class Connection:
 
     def _on_message(self, data: str | bytes) -> None:
         if self._echo:
+            if self.outbox.size > self._echo_backlog:
+                # A client that sends and never reads: bound what waits for it.
+                self.close(CLOSE_POLICY, "slow consumer")
+                return
             self._write_ws(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
         elif self.member is not None:
             self.hub.receive(self.member, data)

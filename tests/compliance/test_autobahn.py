@@ -1,7 +1,7 @@
 """WebSocket conformance: the Autobahn test cases 1 to 10 against the relay's ``/echo``.
 
 The relay is started as a real subprocess (``python -m transports serve``) on a free port
-with ``autobahn.toml`` (echo endpoint on, abuse limits raised), once per backend. The
+with ``autobahn.toml`` (the echo endpoint on, nothing else), once per backend. The
 ``kosoku`` runner (Autobahn's case files, driven from Python 3) then plays every case of
 groups 1 to 10 against ``ws://127.0.0.1:PORT/echo``; 12.x and 13.x (permessage-deflate,
 which the relay does not negotiate) are excluded. Reports go to the test's ``tmp_path``.

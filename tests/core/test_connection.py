@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from relaycore import Config, Connection, Hub, LimitsConfig, NamespaceConfig, State, __version__
+from relaycore import Config, Connection, Hub, LimitsConfig, NamespaceConfig, ServerConfig, State, __version__
 from relaycore.testing import FakeClock, seeded_uids
 
 from ._frames import (
     OP_CLOSE,
     OP_PONG,
+    OP_TEXT,
     SAMPLE_ACCEPT,
     Peer,
     binary,
@@ -793,3 +794,57 @@ def test_shutdown_closes_with_1001_and_sends_no_leaves(hub: Hub) -> None:
         assert (frame.opcode, frame.close_code) == (OP_CLOSE, 1001)
         assert peer.state() is State.CLOSING
     assert hub.channels == {}
+
+
+# -- the /echo endpoint ----------------------------------------------------------------------
+
+
+def _echo_peer(limit: int = LIMIT) -> Peer:
+    config = Config(server=ServerConfig(echo_endpoint=True), limits=LimitsConfig(max_message_bytes=limit))
+    peer = Peer(Hub(config, FakeClock(START), seeded_uids(3)))
+    peer.feed(upgrade_request("/echo"))
+    response, rest = parse_response(peer.drain())
+    assert response.status == 101 and rest == b""
+    return peer
+
+
+def _big_text(size: int) -> bytes:
+    """A text frame of ``size`` bytes with the all-zero mask (fast to build at any size)."""
+    return b"\x81\xff" + size.to_bytes(8, "big") + b"\x00" * 4 + b"a" * size
+
+
+def test_echo_sends_every_message_back_unchanged() -> None:
+    peer = _echo_peer()
+    peer.feed(text("not even JSON") + text('{"a":1}') + fragmented("in three parts", 3, 4))
+    assert [(f.opcode, f.payload) for f in peer.frames()] == [
+        (OP_TEXT, b"not even JSON"),
+        (OP_TEXT, b'{"a":1}'),
+        (OP_TEXT, b"in three parts"),
+    ]
+
+
+def test_echo_takes_messages_up_to_16_mib_whatever_max_message_bytes() -> None:
+    """Conformance suites send up to 16 MiB (Autobahn 9.x); /echo is opt-in, for them."""
+    peer = _echo_peer(limit=1024)
+    size = 16 * 1024 * 1024
+    peer.feed(_big_text(size))
+    (frame,) = peer.frames()
+    assert (frame.opcode, len(frame.payload)) == (OP_TEXT, size)
+    peer.feed(_big_text(size + 1))
+    assert [(f.opcode, f.close_code) for f in peer.frames()] == [(OP_CLOSE, 1009)]
+
+
+def test_echo_closes_a_client_that_sends_and_never_reads() -> None:
+    peer = _echo_peer()
+    message = _big_text(1024 * 1024)
+    for _ in range(16):  # 16 MiB of echoes may wait unread
+        peer.feed(message)
+    assert peer.state() is State.WEBSOCKET
+    peer.feed(message)
+    assert peer.state() is State.CLOSING and peer.conn.close_code == 1008
+    data = b""
+    while peer.conn.outbox:  # one drain() is one send()'s worth
+        data += peer.drain()
+    frames = parse_frames(data)
+    assert [f.opcode for f in frames] == [OP_TEXT] * 16 + [OP_CLOSE]
+    assert frames[-1].close_code == 1008
