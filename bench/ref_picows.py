@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import resource
 import signal
 import string
 import time
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
+from wsclient import raise_nofile_limit  # bench/ is on sys.path when run as a script
 
 UID_ALPHABET = string.ascii_letters + string.digits
 DIRECT_MARK = 0x1F
@@ -206,13 +206,6 @@ async def main(host: str, port: int) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await stop
     server.close()
-
-
-def raise_nofile_limit() -> None:
-    """Allow as many sockets as the hard limit permits."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cli() -> None:

@@ -16,7 +16,6 @@ import contextlib
 import http
 import json
 import random
-import resource
 import signal
 import string
 import time
@@ -27,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from wsclient import raise_nofile_limit  # bench/ is on sys.path when run as a script
 
 UID_ALPHABET = string.ascii_letters + string.digits
 DIRECT_MARK = "\x1f"
@@ -207,13 +207,6 @@ async def main(host: str, port: int) -> None:
     ):
         with contextlib.suppress(asyncio.CancelledError):
             await stop
-
-
-def raise_nofile_limit() -> None:
-    """Allow as many sockets as the hard limit permits."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cli() -> None:

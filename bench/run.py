@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from measure import core_times
 from report import NOISY, build_tables, plot_fanout, render
 from wsclient import raise_nofile_limit
 
@@ -271,23 +272,12 @@ def run_peer(peer: str, plan: Plan, cores: tuple[int, int], out: Path, module: s
 
 def idle_check(cores: tuple[int, int]) -> dict[int, float]:
     """Busy share of our two cores over half a second before starting."""
-
-    def sample() -> dict[int, tuple[int, int]]:
-        out: dict[int, tuple[int, int]] = {}
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("cpu") and line[3].isdigit():
-                    name, *vals = line.split()
-                    ticks = [int(v) for v in vals[:8]]
-                    out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
-        return out
-
-    a = sample()
+    a = core_times()
     time.sleep(0.5)
-    b = sample()
+    b = core_times()
     busy = {}
     for core in set(cores):
-        db, dt = b[core][0] - a[core][0], b[core][1] - a[core][1]
+        db, dt = b[core][0] - a[core][0], b[core][2] - a[core][2]
         busy[core] = round(db / dt, 3) if dt else 0.0
     return busy
 

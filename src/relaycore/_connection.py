@@ -103,7 +103,6 @@ class Connection:
         self._ws: FrameConnection | None = None
         self._scanner: FrameScanner | None = None
         self._echo = False
-        self._echo_backlog = 0
         self._request: h11.Request | None = None
         self._method = b""
         #: Refusals of the current request are JSON (HTTP push answers in JSON).
@@ -324,7 +323,6 @@ class Connection:
         else:
             self._echo = True
             self._limit = max(self._limit, ECHO_MAX_MESSAGE_BYTES)
-            self._echo_backlog = max(self.hub.config.limits.outbound_buffer_bytes, ECHO_MAX_MESSAGE_BYTES)
             self.outbox.write(greeting)
         trailing, _closed = self._http.trailing_data
         # HTTP is over for this connection: let the parser go (it is most of the memory
@@ -452,7 +450,7 @@ class Connection:
 
     def _on_message(self, data: str | bytes) -> None:
         if self._echo:
-            if self.outbox.size > self._echo_backlog:
+            if self.outbox.size > max(self.hub.config.limits.outbound_buffer_bytes, ECHO_MAX_MESSAGE_BYTES):
                 # A client that sends and never reads: bound what waits for it.
                 self.close(CLOSE_POLICY, "slow consumer")
                 return

@@ -55,13 +55,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.server.tls_certfile = args.certfile
     if args.keyfile is not None:
         config.server.tls_keyfile = args.keyfile
-    if config.server.tls_keyfile and not config.server.tls_certfile:
-        print("relaycore: a TLS key needs a certificate (--certfile or tls_certfile)", file=sys.stderr)
-        return 2
     try:
         server = RelayServer(config)
     except (OSError, ssl.SSLError) as exc:
         print(f"relaycore: cannot load the TLS certificate: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a TLS key without its certificate
+        print(f"relaycore: {exc}", file=sys.stderr)
         return 2
     try:
         server.bind(host, port)

@@ -124,6 +124,8 @@ class RelayServer:
         self._accept_paused_until = 0.0
         self._stop: anyio.Event | None = None  # made inside the event loop, in serve()
         server = self.config.server
+        if server.tls_keyfile and not server.tls_certfile:
+            raise ValueError("a TLS key needs a certificate: set tls_certfile too")
         if ssl_context is None and server.tls_certfile:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(server.tls_certfile, server.tls_keyfile or None)
@@ -332,24 +334,19 @@ class RelayServer:
                 self._selector.register(sock, _READ, _Listener(sock))
 
     def _readable(self, peer: Peer) -> None:
-        sock, conn = peer.sock, peer.conn
-        if peer.phase is not Phase.OPEN:
-            # Draining or lingering: the core is done; only notice the client's EOF.
-            try:
-                data = sock.recv(READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._close(peer)
-            return
+        conn = peer.conn
         try:
-            data = sock.recv(READ_SIZE)
+            data = peer.sock.recv(READ_SIZE)
         except BlockingIOError:
             return
         except OSError:
-            conn.connection_lost()
+            data = None
+        if peer.phase is not Phase.OPEN:
+            # Draining or lingering: the core is done; only notice the client's EOF.
+            if not data:
+                self._close(peer)
+            return
+        if data is None:  # reset: _end tells the core the connection is lost
             self._end(peer)
             return
         if peer.tls is not None and data:
@@ -367,10 +364,10 @@ class RelayServer:
             self._end(peer)
 
     def _decrypt(self, peer: Peer, data: bytes) -> bytes | None:
-        """TLS: the plaintext in ``data`` (``b""`` if none yet); None when the session failed.
+        """TLS: the plaintext in ``data`` (``b""`` if none yet); None when the session ended.
 
         The handshake happens inside the first reads (OpenSSL runs it implicitly); the
-        records it produces are sent by the caller's flush. A client's close_notify counts
+        records it produces are sent by the caller. A client's close_notify counts
         as its end of the stream.
         """
         tls, incoming = peer.tls, peer.tls_in
@@ -386,8 +383,7 @@ class RelayServer:
                 chunk = b""
             except ssl.SSLError as exc:
                 peer.conn.problem = f"TLS: {exc.reason or exc}"
-                peer.conn.connection_lost()
-                return None
+                return None  # the caller ends the connection
             if not chunk:  # the client ended the TLS session
                 if chunks:
                     peer.conn.receive_data(b"".join(chunks))
@@ -432,10 +428,7 @@ class RelayServer:
                 self._drained(peer)
             return
         outbox.consume(sent)
-        if not peer.writing:
-            peer.writing = True
-            assert self._selector is not None
-            self._selector.modify(peer.sock, _READ | _WRITE, peer)
+        self._blocked(peer)
 
     def _send_tls(self, peer: Peer) -> None:
         """Encrypt the outbox one batch at a time, and write while the kernel takes it."""
@@ -466,15 +459,19 @@ class RelayServer:
                 return
             peer.cipher = peer.cipher[sent:]
             if peer.cipher:
-                if not peer.writing:
-                    peer.writing = True
-                    assert self._selector is not None
-                    self._selector.modify(peer.sock, _READ | _WRITE, peer)
+                self._blocked(peer)
                 return
             if not outbox.size:
                 break
         if peer.writing or peer.phase is not Phase.OPEN:
             self._drained(peer)
+
+    def _blocked(self, peer: Peer) -> None:
+        """The kernel did not take everything: watch for writability until it drains."""
+        if not peer.writing:
+            peer.writing = True
+            assert self._selector is not None
+            self._selector.modify(peer.sock, _READ | _WRITE, peer)
 
     def _drained(self, peer: Peer) -> None:
         """The outbox is empty: stop watching writability; finish a draining socket."""
@@ -490,9 +487,7 @@ class RelayServer:
         peer.dead = True
         peer.cipher = b""
         peer.conn.outbox.consume(peer.conn.outbox.size)
-        if peer.conn.state is not State.CLOSED:
-            peer.conn.connection_lost()
-        self._close(peer)
+        self._close(peer)  # tells the core, if it still had the connection open
 
     # -- ending --------------------------------------------------------------------------
 

@@ -34,12 +34,7 @@ from typing import Any
 from relaycore import Config, Connection, Hub, State
 from relaycore.testing import FakeClock, seeded_uids
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from ._grammar import OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT
 
 SEED = 20_240_601
 RANK = {State.HTTP: 0, State.WEBSOCKET: 1, State.CLOSING: 2, State.CLOSED: 3}

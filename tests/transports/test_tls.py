@@ -197,3 +197,18 @@ def test_a_missing_certificate_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot load the TLS certificate" in result.stderr
+
+
+def test_a_key_without_a_certificate_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import subprocess
+
+    with pytest.raises(ValueError, match="needs a certificate"):
+        RelayServer(make_config('[server]\ntls_keyfile = "key.pem"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "transports", "serve", "--port", "0", "--keyfile", str(tmp_path / "key.pem")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "needs a certificate" in result.stderr
