@@ -285,17 +285,13 @@ class Connection:
             raise HTTPError(404, "Not found.")
 
     def _push(self, request: h11.Request, raw_channel: bytes) -> None:
-        try:
-            channel = parse_channel(raw_channel)
-            key = _header(request, b"x-send-key")
-            message = parse_json(bytes(self._body))
-            if message is None:
-                raise HTTPError(400, "Invalid JSON body.")
-            recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"), self.client)
-        except HTTPError as exc:
-            body = msgspec.json.encode({"ok": False, "error": exc.message})
-            self._respond(exc.status, body, b"application/json", exc.headers)
-            return
+        # Refusals (HTTPError) are answered by _refuse, in JSON for /push/ (_json_errors).
+        channel = parse_channel(raw_channel)
+        key = _header(request, b"x-send-key")
+        message = parse_json(bytes(self._body))
+        if message is None:
+            raise HTTPError(400, "Invalid JSON body.")
+        recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"), self.client)
         self._respond(200, msgspec.json.encode({"ok": True, "recipients": recipients}), b"application/json")
 
     def _upgrade(self, request: h11.Request, raw_channel: bytes | None, query: bytes) -> None:
