@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from rawws import PING, PONG, RawPeer, frame, http, post, upgrade_status
-from wsclient import clients, expect_close, expect_silence, recv_json
+from wsclient import clients, expect_close, expect_silence, join_all, recv_json
 
 from conftest import make_config, running
 
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.anyio
 async def test_message_rate_warns_drops_and_closes_at_the_third_warning() -> None:
     config = make_config("[limits]\nmessages_per_second = 0.5\nmessages_burst = 5")
     async with running(config) as server, clients(server.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
-        flood = await connect("/c/room")
-        await recv_json(flood)
-        await recv_json(watcher)
+        watcher, flood = await join_all(connect, "/c/room", "/c/room")
         for n in range(8):
             await flood.send(f'{{"n":{n}}}')
         # The burst passes, then three warnings; the messages over the rate are dropped.

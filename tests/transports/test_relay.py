@@ -11,7 +11,7 @@ import re
 import anyio
 import pytest
 from rawws import TEXT, RawPeer, close_frame, frame, text
-from wsclient import Closed, clients, expect_close, expect_silence, recv_json
+from wsclient import Closed, clients, expect_close, expect_silence, join_all, recv_json
 
 from conftest import make_config, running
 from transports.server import RelayServer
@@ -58,11 +58,7 @@ async def test_broadcast_envelope_reaches_others_not_the_sender(relay: RelayServ
 
 async def test_echo_returns_the_same_envelope_bytes(relay: RelayServer) -> None:
     async with clients(relay.port) as connect:
-        alice = await connect("/c/room?echo&alias=A")
-        await recv_json(alice)
-        bob = await connect("/c/room")
-        await recv_json(bob)
-        await recv_json(alice)
+        alice, bob = await join_all(connect, "/c/room?echo&alias=A", "/c/room")
         await alice.send('"hello"')
         assert await alice.recv() == await bob.recv()
 
@@ -82,11 +78,7 @@ async def test_scalar_and_nested_values_are_relayed_unchanged(relay: RelayServer
 
 async def test_invalid_json_gets_an_error_and_the_connection_stays(relay: RelayServer) -> None:
     async with clients(relay.port) as connect:
-        alice = await connect("/c/room")
-        await recv_json(alice)
-        bob = await connect("/c/room")
-        await recv_json(bob)
-        await recv_json(alice)
+        alice, bob = await join_all(connect, "/c/room", "/c/room")
         for bad in ["undefined", "{", "1 2", ""]:
             await alice.send(bad)
             error = await recv_json(alice)
@@ -225,11 +217,7 @@ async def test_ipv6_loopback() -> None:
 async def test_message_over_the_size_limit_closes_with_1009() -> None:
     config = make_config("[limits]\nmax_message_bytes = 1024")
     async with running(config) as server, clients(server.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
-        big = await connect("/c/room")
-        await recv_json(big)
-        await recv_json(watcher)
+        watcher, big = await join_all(connect, "/c/room", "/c/room")
         await big.send('"' + "x" * 1022 + '"')  # exactly 1024 bytes: allowed
         assert len(await watcher.recv()) > 1024
         await big.send('"' + "x" * 1023 + '"')
@@ -250,11 +238,7 @@ async def test_fragmented_message_over_the_limit_closes_with_1009() -> None:
 
 async def test_closed_client_gets_no_more_frames_and_others_continue(relay: RelayServer) -> None:
     async with clients(relay.port) as connect:
-        a = await connect("/c/room")
-        await recv_json(a)
-        b = await connect("/c/room")
-        await recv_json(b)
-        await recv_json(a)
+        a, b = await join_all(connect, "/c/room", "/c/room")
         await b.close()
         with pytest.raises(Closed):
             await b.recv(1)

@@ -48,6 +48,19 @@ async def recv_json(client: Client, timeout: float = TIMEOUT) -> Any:
     return json.loads(data)
 
 
+async def join_all(connect: Any, *paths: str) -> list[Client]:
+    """Connect one member per path, in order, reading every join frame that meanwhile
+    arrives: each member's self-join, and the notices of later joins to earlier members."""
+    joined: list[Client] = []
+    for path in paths:
+        member = await connect(path)
+        await recv_json(member)
+        for earlier in joined:
+            await recv_json(earlier)
+        joined.append(member)
+    return joined
+
+
 async def expect_close(client: Client, timeout: float = TIMEOUT) -> int | None:
     """Read until the server closes; return its close code."""
     with anyio.fail_after(timeout):
