@@ -8,6 +8,14 @@ answered through h11, with keep-alive. Every byte the connection must send is wr
 its :attr:`Connection.outbox`; bytes for *other* connections go to theirs, through the
 hub. After each call, the transport flushes ``hub.take_ready()``.
 
+Every byte the connection is owed counts against one bound, ``outbound_buffer_bytes``:
+relayed frames, pongs, close frames and HTTP responses alike. While the outbox is over it,
+:attr:`Connection.reading` is False and the transport stops reading (a peer that does not
+read cannot make the relay owe it more); a WebSocket peer that goes over it is closed as a
+slow consumer (1008). Pipelined HTTP requests are answered one at a time: after an answer,
+``reading`` stays False until the transport has written it and calls
+:meth:`Connection.resume`.
+
 A close started by the relay (message too big, policy, shutdown) moves the connection to
 ``CLOSING``: the member has already left, a close frame is queued, and the transport keeps
 reading until the peer answers (``CLOSED``) or its own timeout runs out. When the state is
@@ -32,7 +40,7 @@ from wsproto.utilities import LocalProtocolError
 
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
-from ._hub import CLOSE_POLICY, Hub, Member
+from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._wire import parse_json
@@ -48,7 +56,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 #: The opt-in /echo endpoint takes messages up to this size (or max_message_bytes if that
 #: is larger): the largest message a conformance suite (Autobahn, cases 9.x) sends. It also
-#: closes (1008) a client with more than this (or outbound_buffer_bytes) waiting unread.
+#: lets this much (or outbound_buffer_bytes) wait unread, plus the message being echoed,
+#: before it closes the client (1008).
 ECHO_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -103,6 +112,7 @@ class Connection:
         self._ws: FrameConnection | None = None
         self._scanner: FrameScanner | None = None
         self._echo = False
+        self._echo_backlog = 0
         self._request: h11.Request | None = None
         self._method = b""
         #: Refusals of the current request are JSON (HTTP push answers in JSON).
@@ -111,6 +121,8 @@ class Connection:
         self._parts: list[str | bytes] = []
         self._size = 0
         self._limit = hub.config.limits.max_message_bytes
+        #: An HTTP answer waits to be written before the next request is looked at.
+        self._held = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.client or '?'} {self.state.value}>"
@@ -119,6 +131,26 @@ class Connection:
     def upgraded(self) -> bool:
         """True once the connection switched to WebSocket."""
         return self._ws is not None
+
+    @property
+    def reading(self) -> bool:
+        """Whether the transport should read from the peer now.
+
+        False while more than ``outbound_buffer_bytes`` wait in the outbox, and while an
+        HTTP answer waits to be written (call :meth:`resume` once the outbox is empty).
+        """
+        return not self._held and self.outbox.size <= self.outbox.limit
+
+    def resume(self) -> None:
+        """The transport wrote the whole outbox: go on with input held back meanwhile.
+
+        Pipelined HTTP requests are answered one at a time; the next one is handled here.
+        Does nothing unless something was held back and the outbox is empty.
+        """
+        if self._held and not self.outbox:
+            self._held = False
+            if self.state is State.HTTP:
+                self._drive_http()
 
     # -- input ----------------------------------------------------------------------
 
@@ -132,6 +164,8 @@ class Connection:
             return
         else:
             self._receive_ws(data)
+        if self.outbox.overflowed:
+            self._slow_consumer()
 
     def connection_lost(self) -> None:
         """The transport lost the socket (reset, timeout): leave without a handshake."""
@@ -166,6 +200,8 @@ class Connection:
             self.state = State.CLOSED
         else:
             self._keepalive(now)
+            if self.outbox.overflowed:
+                self._slow_consumer()
             return
         self.deadline = float("inf")
 
@@ -193,10 +229,24 @@ class Connection:
             self.outbox.drop_backlog()
         self._send_close(code, reason)
 
+    def _slow_consumer(self) -> None:
+        """The peer is owed more than the bound (its own pongs, echoes): close it, 1008."""
+        if self.state is not State.WEBSOCKET:
+            return
+        member = self.member
+        if member is not None and member.joined:
+            self.hub.kick(member, CLOSE_POLICY, SLOW_CONSUMER)  # the others hear its leave
+        else:
+            self.kick(CLOSE_POLICY, SLOW_CONSUMER)
+
     # -- HTTP -----------------------------------------------------------------------
 
     def _drive_http(self) -> None:
         while self.state is State.HTTP:
+            if self.outbox:
+                # An answer is still unwritten: the next request waits for resume().
+                self._held = True
+                return
             try:
                 event = self._http.next_event()
             except h11.RemoteProtocolError as exc:
@@ -319,6 +369,9 @@ class Connection:
         else:
             self._echo = True
             self._limit = max(self._limit, ECHO_MAX_MESSAGE_BYTES)
+            # Up to 16 MiB of echoes may wait unread (see _on_message), plus the one being echoed.
+            self._echo_backlog = max(self.outbox.limit, ECHO_MAX_MESSAGE_BYTES)
+            self.outbox.limit = self._echo_backlog + self._limit + 16
             self.outbox.write(greeting)
         trailing, _closed = self._http.trailing_data
         # HTTP is over for this connection: let the parser go (it is most of the memory
@@ -446,9 +499,9 @@ class Connection:
 
     def _on_message(self, data: str | bytes) -> None:
         if self._echo:
-            if self.outbox.size > max(self.hub.config.limits.outbound_buffer_bytes, ECHO_MAX_MESSAGE_BYTES):
+            if self.outbox.size > self._echo_backlog:
                 # A client that sends and never reads: bound what waits for it.
-                self.close(CLOSE_POLICY, "slow consumer")
+                self._slow_consumer()
                 return
             self._write_ws(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
         elif self.member is not None:
@@ -482,7 +535,8 @@ class Connection:
         assert self._ws is not None
         # Once closing, wsproto refuses to send more; that is the protocol, not an error.
         with contextlib.suppress(LocalProtocolError):
-            self.outbox.write(self._ws.send(event))
+            # Only a close frame must survive a slow consumer's dropped backlog.
+            self.outbox.write(self._ws.send(event), pin=isinstance(event, CloseConnection))
 
     def _leave(self) -> None:
         member = self.member

@@ -44,6 +44,7 @@ from ._wire import (
 __all__ = ["Channel", "Clock", "Hub", "Member", "Session", "UidSource"]
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
+SLOW_CONSUMER = "slow consumer"
 INVALID_JSON = "Invalid JSON message."
 BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_POLICY = 1008
@@ -53,6 +54,10 @@ WARNING_WINDOW = 60.0
 
 UidSource = Callable[[], str]
 """Returns a candidate uid: 6 characters of ``[A-Za-z0-9]``."""
+
+#: A member on its way out: the close code and reason its session gets (None: it left by
+#: itself, nothing to close).
+Departure = tuple["Member", int | None, str]
 
 
 class Clock(Protocol):
@@ -126,6 +131,10 @@ class Channel:
 
     def _changed(self) -> None:
         self._everyone = None
+
+
+def _room(member: Member) -> int:
+    return member.outbox.room()
 
 
 def _same_key(offered: str | None, expected: str | None) -> bool:
@@ -220,22 +229,8 @@ class Hub:
 
         Calling it again for the same member does nothing.
         """
-        channel = member.channel
-        if channel.members.get(member.uid) is not member:
-            return
-        del channel.members[member.uid]
-        channel._changed()
-        if not channel.members:
-            # The channel, its keys and its uids vanish with the last member.
-            if self.channels.get(channel.name) is channel:
-                del self.channels[channel.name]
-            return
-        if self.closing:
-            return
-        frame = LeaveFrame(total=len(channel.members), date=self.now_ms())
-        if member.announce:
-            frame.uid, frame.alias = member.uid, member.alias
-        self._deliver(channel.everyone, encode(frame), None)
+        if member.joined:
+            self._depart(member.channel, [(member, None, "")])
 
     def shutdown(self) -> None:
         """The relay is going away: from now on nobody is told about leaves.
@@ -247,10 +242,8 @@ class Hub:
 
     def kick(self, member: Member, code: int, reason: str) -> None:
         """Remove a member on the relay's initiative and ask its session to close."""
-        if not member.joined:
-            return
-        self.leave(member)
-        member.session.kick(code, reason)
+        if member.joined:
+            self._depart(member.channel, [(member, code, reason)])
 
     # -- limits -------------------------------------------------------------------
 
@@ -404,14 +397,101 @@ class Hub:
     # -- delivery -----------------------------------------------------------------
 
     def _deliver(self, recipients: Iterable[Member], payload: bytes, skip: Member | None) -> None:
-        """Put one encoded message into every recipient's outbox (framed once)."""
+        """Put one encoded message into every recipient's outbox (framed once).
+
+        The recipients are members of one channel; those whose outbox refuses the message
+        are closed as slow consumers, all in one departure.
+        """
         frame = text_frame(payload)
-        slow: list[Member] | None = None
+        slow: list[Departure] | None = None
         for member in recipients:
             if member is not skip and not member.outbox.put(payload, frame):
                 if slow is None:
                     slow = []
-                slow.append(member)
+                slow.append((member, CLOSE_POLICY, SLOW_CONSUMER))
         if slow is not None:
-            for member in slow:
-                self.kick(member, CLOSE_POLICY, "slow consumer")
+            self._depart(slow[0][0].channel, slow)
+
+    def _depart(self, channel: Channel, departures: list[Departure]) -> None:
+        """Remove members from ``channel``, announce their leaves, then close the kicked ones.
+
+        Departures never recurse, however many members go at once: those who cannot take
+        the leave announcements are found first and depart in the same pass (see
+        :meth:`_announce_leaves`), the leaves then go out once, and only then are the
+        sessions asked to close (which never calls back into the hub's routing).
+        """
+        members = channel.members
+        before = len(members)
+        gone: list[Departure] = []
+        for departure in departures:
+            member = departure[0]
+            if members.get(member.uid) is member:
+                del members[member.uid]
+                gone.append(departure)
+        if not gone:
+            return
+        channel._changed()
+        if members and not self.closing:
+            self._announce_leaves(channel, gone, before)
+        if not members and self.channels.get(channel.name) is channel:
+            # The channel, its keys and its uids vanish with the last member.
+            del self.channels[channel.name]
+        for member, code, reason in gone:
+            if code is not None:
+                member.session.kick(code, reason)
+
+    def _announce_leaves(self, channel: Channel, gone: list[Departure], before: int) -> None:
+        """Tell the members left in ``channel`` about every departure in ``gone``, in order.
+
+        The k-th leave carries ``total = before - 1 - k``. A remaining member whose outbox
+        cannot take all of the leaves is a slow consumer: it departs too (appended to
+        ``gone``, kicked by the caller), which adds one more leave for the others. The
+        members are swept in order of free room, so finding every such member is one
+        sort and one pass, however the crowd cascades.
+        """
+        date = self.now_ms()
+        payloads: list[bytes] = []
+        frames: list[bytes] = []
+        need = [0, 0]  # bytes of the leaves so far: [unframed, framed]
+
+        def add(member: Member) -> None:
+            frame = LeaveFrame(total=before - 1 - len(payloads), date=date)
+            if member.announce:
+                frame.uid, frame.alias = member.uid, member.alias
+            payload = encode(frame)
+            framed = text_frame(payload)
+            payloads.append(payload)
+            frames.append(framed)
+            need[0] += len(payload)
+            need[1] += len(framed)
+
+        for member, _, _ in gone:
+            add(member)
+        members = channel.members
+        kinds: list[list[Member]] = [[], []]
+        for member in members.values():
+            kinds[member.outbox.framed].append(member)
+        for kind in kinds:
+            kind.sort(key=_room)
+        cursor = [0, 0]
+        swept = True
+        while swept:
+            swept = False
+            for k in (0, 1):
+                kind, i = kinds[k], cursor[k]
+                while i < len(kind) and kind[i].outbox.room() < need[k]:
+                    member = kind[i]
+                    i += 1
+                    del members[member.uid]
+                    member.outbox.overflowed = True
+                    gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+                    add(member)
+                    swept = True
+                cursor[k] = i
+        channel._changed()
+        if not members:
+            return
+        joined = b"".join(frames)
+        for member in channel.everyone:
+            # Cannot be refused: every member left has room for all of it (swept above).
+            member.outbox.put_batch(payloads, joined)

@@ -7,8 +7,14 @@ and flushes every outbox on it, so all the frames due to one member from one bur
 input reach the kernel in one ``send()``. A transport that cannot write everything keeps
 the rest in the outbox (``consume`` what the kernel took) and waits for writability.
 
-The size is bounded: a put that takes the queued bytes over ``limit`` marks the outbox
-``overflowed`` and is refused; the hub then closes that member as a slow consumer.
+One bound covers every byte the connection is owed. A relayed message (:meth:`Outbox.put`)
+that would take the queued bytes over ``limit`` is refused and marks the outbox
+``overflowed``; the hub then closes that member as a slow consumer. Bytes the relay owes
+the peer itself (:meth:`Outbox.write`: handshake and HTTP responses, pongs, close frames)
+cannot be refused, but they count the same way: going over ``limit`` marks the outbox
+``overflowed`` too, and the connection closes the peer as a slow consumer. Only the
+self-join (:meth:`Outbox.put_always`) never marks it: a member is not cut off before it
+knows its uid, though nothing more is queued for it until it drains.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ class Outbox:
     """Queued outbound bytes of one connection (WebSocket frames, HTTP responses)."""
 
     __slots__ = ("_chunks", "_partial", "_pins", "_ready", "limit", "overflowed", "peer", "queued", "size")
+
+    #: Sizes count WebSocket frames (False: whole unframed messages, :class:`MessageOutbox`).
+    framed = True
 
     def __init__(self, limit: int, ready: list[Outbox]) -> None:
         self._chunks: list[bytes] = []
@@ -65,15 +74,37 @@ class Outbox:
             self._ready.append(self)
         return True
 
+    def put_batch(self, payloads: list[bytes], frames: bytes) -> bool:
+        """Queue several relayed messages at once: ``frames`` is their frames joined.
+
+        All or nothing: returns False, and queues nothing, when they do not all fit.
+        """
+        return self.put(b"", frames)
+
     def put_always(self, payload: bytes, frame: bytes) -> None:
         """Queue a message that must arrive whatever the limit (the self-join)."""
-        self.write(frame)
+        self._queue(frame, pin=True)
 
-    def write(self, data: bytes) -> None:
-        """Queue bytes unconditionally (handshake responses, control frames)."""
-        if not data:
-            return
-        self._pins.append(data)
+    def write(self, data: bytes, *, pin: bool = True) -> None:
+        """Queue bytes the relay owes the peer itself (responses, control frames).
+
+        Never refused, but counted: going over ``limit`` marks the outbox ``overflowed``,
+        and the owner then closes the peer as a slow consumer. ``pin`` keeps the bytes
+        through :meth:`drop_backlog` (the handshake response, a close frame); a pong need
+        not survive a slow consumer's close.
+        """
+        if data:
+            self._queue(data, pin=pin)
+            if self.size > self.limit:
+                self.overflowed = True
+
+    def room(self) -> int:
+        """How many more bytes fit under ``limit``; -1 once a put was refused."""
+        return -1 if self.overflowed else self.limit - self.size
+
+    def _queue(self, data: bytes, *, pin: bool) -> None:
+        if pin:
+            self._pins.append(data)
         self._chunks.append(data)
         self.size += len(data)
         if not self.queued:
@@ -164,9 +195,21 @@ class MessageOutbox(Outbox):
 
     __slots__ = ()
 
+    #: Sizes count the JSON payloads, not frames (see :attr:`Outbox.framed`).
+    framed = False
+
     def put(self, payload: bytes, frame: bytes) -> bool:
         # The same bounded queueing as Outbox.put, applied to the unframed payload.
         return Outbox.put(self, payload, payload)
 
+    def put_batch(self, payloads: list[bytes], frames: bytes) -> bool:
+        size = self.size + sum(map(len, payloads))
+        if size > self.limit or self.overflowed:
+            self.overflowed = True
+            return False
+        for payload in payloads:
+            self._queue(payload, pin=False)
+        return True
+
     def put_always(self, payload: bytes, frame: bytes) -> None:
-        self.write(payload)
+        self._queue(payload, pin=True)

@@ -43,7 +43,22 @@ async def _serve(server: RelayServer, backend: str) -> None:
                 break
 
 
+def _backend_missing(backend: str) -> str | None:
+    """Why ``backend`` cannot run here, or None. trio is an optional dependency."""
+    if backend != "trio":
+        return None
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        return "the trio backend needs trio: pip install 'relaycore[trio]'"
+    return None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    missing = _backend_missing(args.backend)
+    if missing is not None:
+        print(f"relaycore: {missing}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except (ConfigError, OSError) as exc:

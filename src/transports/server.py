@@ -12,7 +12,16 @@ broadcast costs no task switch per recipient, and all frames due to one member f
 pass go out in one ``send()``. A socket that does not take everything keeps the rest in
 its (bounded) outbox and is watched for writability until it drains. A member whose
 outbox goes over ``outbound_buffer_bytes`` is closed by the core as a slow consumer; the
-others never wait for it.
+others never wait for it. While the core says a connection is owed too much
+(``Connection.reading`` is False: over the bound, or a pipelined HTTP answer unwritten),
+its socket is not read at all, so a peer that never reads cannot make the relay owe it
+more; once the outbox drains, ``Connection.resume`` lets the core go on.
+
+Failures stay with their connection: an exception while reading, ticking or writing one
+socket closes that socket (1011 where a close frame can still go out) and is logged;
+``serve()`` ends only when the server's own machinery fails. Transient ``accept()``
+errors are skipped; running out of descriptors pauses accepting, is logged once per
+episode, and accepting resumes as connections close.
 
 So an idle connection costs no task, no coroutine frames and no cancel scope: only its
 socket, its core objects and a selector entry. A second task runs the timers
@@ -38,8 +47,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from relaycore import Config, Connection, Hub, State
-from relaycore._hub import Clock, UidSource
+from relaycore import Clock, Config, Connection, Hub, RelayUsageError, State, UidSource
 
 from ._clock import SystemClock, secure_uids
 
@@ -55,6 +63,8 @@ LINGER_SECONDS = 1.0
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _NO_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: How long accepting pauses when descriptors run out, unless a connection closes first.
+ACCEPT_RETRY = 0.1
 
 
 class Phase(Enum):
@@ -68,14 +78,31 @@ class Phase(Enum):
 class Peer:
     """The transport side of one connection: its socket and write state."""
 
-    __slots__ = ("cipher", "conn", "dead", "deadline", "phase", "sock", "tls", "tls_in", "tls_out", "writing")
+    __slots__ = (
+        "cipher",
+        "conn",
+        "dead",
+        "deadline",
+        "events",
+        "phase",
+        "reading",
+        "sock",
+        "tls",
+        "tls_in",
+        "tls_out",
+        "writing",
+    )
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self.sock = sock
         self.conn = conn
         self.phase = Phase.OPEN
-        #: The selector also watches for writability (the kernel did not take everything).
+        #: The selector watches for input (False while the core says the peer is owed too much).
+        self.reading = True
+        #: The selector watches for writability (the kernel did not take everything).
         self.writing = False
+        #: The events the selector has for this socket now (0: not registered).
+        self.events = 0
         #: The socket failed; nothing more is written.
         self.dead = False
         #: When a DRAINING or LINGER socket is closed regardless (monotonic seconds).
@@ -114,6 +141,13 @@ class RelayServer:
         uids: UidSource | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if hub is not None:
+            # The hub's configuration is the relay's: one source for limits, TLS and ports.
+            if config is not None and config != hub.config:
+                raise RelayUsageError("RelayServer(config, hub=...): the config differs from hub.config; pass one")
+            if clock is not None or uids is not None:
+                raise RelayUsageError("RelayServer(hub=...): the clock and uids are the hub's own; pass neither")
+            config = hub.config
         self.config = config or Config()
         self.hub = hub or Hub(self.config, clock or SystemClock(), uids or secure_uids)
         #: The addresses bound, as (host, port), once listening.
@@ -122,6 +156,9 @@ class RelayServer:
         self._listeners: list[socket.socket] = []
         self._selector: selectors.BaseSelector | None = None
         self._accept_paused_until = 0.0
+        #: While descriptors have run out: when that began, and the accepts deferred since.
+        self._starved_since: float | None = None
+        self._deferred = 0
         self._stop: anyio.Event | None = None  # made inside the event loop, in serve()
         server = self.config.server
         if server.tls_keyfile and not server.tls_certfile:
@@ -199,9 +236,12 @@ class RelayServer:
         self.hub.shutdown()
         for peer in list(self._peers):
             if peer.phase is Phase.OPEN:
-                peer.conn.close(1001, "server shutting down")
-                if peer.conn.state is State.CLOSED:
-                    self._end(peer)
+                try:
+                    peer.conn.close(1001, "server shutting down")
+                    if peer.conn.state is State.CLOSED:
+                        self._end(peer)
+                except Exception:
+                    self._broken(peer)
         self._flush()
         with anyio.move_on_after(self.config.server.shutdown_grace):
             while self._peers:
@@ -284,9 +324,14 @@ class RelayServer:
                 if peer.phase is Phase.OPEN:
                     conn = peer.conn
                     if conn.deadline <= now:
-                        conn.tick(now)
-                        if conn.state is State.CLOSED:
-                            self._end(peer)
+                        try:
+                            conn.tick(now)
+                            if conn.state is State.CLOSED:
+                                self._end(peer)
+                            else:
+                                self._follow(peer)
+                        except Exception:  # a bug must cost one connection, never the server
+                            self._failed(peer)
                 elif peer.deadline <= now:
                     self._close(peer)
             if self._accept_paused_until and now >= self._accept_paused_until:
@@ -297,41 +342,75 @@ class RelayServer:
     # -- reading -------------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
-        selector = self._selector
-        assert selector is not None
         for _ in range(ACCEPT_BURST):
             try:
                 sock, addr = listener.accept()
             except BlockingIOError:
+                self._fed()  # nobody is waiting any more
                 return
             except OSError as exc:
                 if exc.errno in _NO_FD_ERRNOS:
-                    log.warning("accept failed: %s; pausing for 100 ms", exc)
-                    self._pause_accepting()
+                    self._starved(exc)
                     return
-                raise
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = Peer(sock, Connection(self.hub, client=str(addr[0])))
-            peer.conn.outbox.peer = peer
-            if self.ssl_context is not None:
-                peer.tls_in, peer.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-                peer.tls = self.ssl_context.wrap_bio(peer.tls_in, peer.tls_out, server_side=True)
-            self._peers.add(peer)
-            selector.register(sock, _READ, peer)
+                # The client went away before we took it (ECONNABORTED, EPROTO), or a
+                # firewall said no (EPERM): that client's problem, not the server's.
+                log.debug("accept failed: %s; skipped", exc)
+                continue
+            try:
+                self._adopt(sock, str(addr[0]) if isinstance(addr, tuple) else "")
+            except OSError as exc:  # the socket died between accept() and now
+                log.debug("accepted connection lost at once: %s", exc)
+                sock.close()
+
+    def _adopt(self, sock: socket.socket, client: str) -> None:
+        """Make an accepted socket a peer: non-blocking, watched by the selector."""
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = Peer(sock, Connection(self.hub, client=client))
+        peer.conn.outbox.peer = peer
+        if self.ssl_context is not None:
+            peer.tls_in, peer.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            peer.tls = self.ssl_context.wrap_bio(peer.tls_in, peer.tls_out, server_side=True)
+        self._watch(peer)
+        self._peers.add(peer)
+
+    def _starved(self, exc: OSError) -> None:
+        """No descriptor for a new connection: pause accepting until some free up."""
+        if self._starved_since is None:
+            self._starved_since = self.hub.clock.monotonic()
+            self._deferred = 0
+            log.warning(
+                "accept: out of file descriptors (%s, %d connections open); deferring new connections until some close",
+                exc.strerror or exc,
+                len(self._peers),
+            )
+        self._deferred += 1
+        self._pause_accepting()
+
+    def _fed(self) -> None:
+        """Every waiting connection was accepted: a descriptor shortage is over."""
+        since = self._starved_since
+        if since is not None:
+            self._starved_since = None
+            log.info(
+                "accepting again after %.1f s without descriptors; %d accepts deferred",
+                self.hub.clock.monotonic() - since,
+                self._deferred,
+            )
 
     def _pause_accepting(self) -> None:
         assert self._selector is not None
         for sock in self._listeners:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
-        self._accept_paused_until = self.hub.clock.monotonic() + 0.1
+        self._accept_paused_until = self.hub.clock.monotonic() + ACCEPT_RETRY
 
     def _resume_accepting(self) -> None:
         self._accept_paused_until = 0.0
         if self._selector is not None:
             for sock in self._listeners:
-                self._selector.register(sock, _READ, _Listener(sock))
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.register(sock, _READ, _Listener(sock))
 
     def _readable(self, peer: Peer) -> None:
         conn = peer.conn
@@ -362,6 +441,8 @@ class RelayServer:
         conn.receive_data(data)
         if not data or conn.state is State.CLOSED:
             self._end(peer)
+        elif not conn.reading:
+            self._follow(peer)
 
     def _decrypt(self, peer: Peer, data: bytes) -> bytes | None:
         """TLS: the plaintext in ``data`` (``b""`` if none yet); None when the session ended.
@@ -393,11 +474,25 @@ class RelayServer:
         return b"".join(chunks)
 
     def _failed(self, peer: Peer) -> None:
+        """A bug while reading or ticking one connection: close it with 1011."""
         log.exception("connection from %s failed", peer.conn.client)
         with contextlib.suppress(Exception):
             peer.conn.close(1011, "internal error")
-        with contextlib.suppress(Exception):
+        try:
             self._end(peer)
+        except Exception:
+            self._broken(peer)
+
+    def _broken(self, peer: Peer) -> None:
+        """A bug while writing one connection: nothing more can go out; drop the socket."""
+        log.exception("connection from %s failed while writing", peer.conn.client)
+        peer.dead = True
+        peer.cipher = b""
+        with contextlib.suppress(Exception):
+            peer.conn.outbox.consume(peer.conn.outbox.size)
+        with contextlib.suppress(Exception):
+            peer.conn.connection_lost()
+        self._close(peer)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -408,7 +503,10 @@ class RelayServer:
             for outbox in hub.take_ready():
                 peer: Peer | None = outbox.peer
                 if peer is not None and not peer.writing and not peer.dead:
-                    send(peer)
+                    try:
+                        send(peer)
+                    except Exception:  # a bug must cost one connection, never the server
+                        self._broken(peer)
 
     def _send(self, peer: Peer) -> None:
         if peer.tls is not None:
@@ -426,9 +524,13 @@ class RelayServer:
             outbox.consume(sent)  # the common case: the kernel took everything
             if peer.writing or peer.phase is not Phase.OPEN:
                 self._drained(peer)
+            if not peer.reading:
+                self._follow(peer)
             return
         outbox.consume(sent)
         self._blocked(peer)
+        if not peer.reading:
+            self._follow(peer)
 
     def _send_tls(self, peer: Peer) -> None:
         """Encrypt the outbox one batch at a time, and write while the kernel takes it."""
@@ -465,22 +567,57 @@ class RelayServer:
                 break
         if peer.writing or peer.phase is not Phase.OPEN:
             self._drained(peer)
+        if not peer.reading:
+            self._follow(peer)
 
     def _blocked(self, peer: Peer) -> None:
         """The kernel did not take everything: watch for writability until it drains."""
         if not peer.writing:
             peer.writing = True
-            assert self._selector is not None
-            self._selector.modify(peer.sock, _READ | _WRITE, peer)
+            self._watch(peer)
 
     def _drained(self, peer: Peer) -> None:
         """The outbox is empty: stop watching writability; finish a draining socket."""
         if peer.writing:
             peer.writing = False
-            assert self._selector is not None
-            self._selector.modify(peer.sock, _READ, peer)
+            self._watch(peer)
         if peer.phase is Phase.DRAINING:
             self._finish(peer)
+
+    def _follow(self, peer: Peer) -> None:
+        """Read from the socket exactly while the core takes input (``Connection.reading``).
+
+        Once a held-back outbox is written out, ``resume`` lets the core go on (the next
+        pipelined request); what that writes is flushed by the caller's flush loop.
+        """
+        if peer.phase is not Phase.OPEN:
+            reading = True  # draining or lingering: only the client's EOF is awaited
+        else:
+            conn = peer.conn
+            if not conn.outbox and not peer.cipher:
+                conn.resume()
+                if conn.state is State.CLOSED:
+                    self._end(peer)
+                    return
+            reading = conn.reading
+        if reading != peer.reading:
+            peer.reading = reading
+            self._watch(peer)
+
+    def _watch(self, peer: Peer) -> None:
+        """Give the selector the events this socket waits for: input, writability, both or none."""
+        events = (_READ if peer.reading else 0) | (_WRITE if peer.writing else 0)
+        if events == peer.events:
+            return
+        selector = self._selector
+        assert selector is not None
+        if not peer.events:
+            selector.register(peer.sock, events, peer)
+        elif not events:
+            selector.unregister(peer.sock)
+        else:
+            selector.modify(peer.sock, events, peer)
+        peer.events = events
 
     def _lost(self, peer: Peer) -> None:
         """A write failed: the socket is gone."""
@@ -537,10 +674,13 @@ class RelayServer:
             peer.conn.connection_lost()
         peer.phase = Phase.LINGER
         peer.dead = True
-        if self._selector is not None:
-            with contextlib.suppress(KeyError, ValueError):
+        if self._selector is not None and peer.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(peer.sock)
+        peer.events = 0
         peer.sock.close()
+        if self._accept_paused_until and self._starved_since is not None:
+            self._resume_accepting()  # a descriptor just came free
 
 
 def _bind(host: str | Sequence[str], port: int) -> list[socket.socket]:

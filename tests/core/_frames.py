@@ -213,10 +213,20 @@ class Peer:
         return self.conn.state
 
     def drain(self) -> bytes:
-        """Everything the connection wrote since the last drain."""
-        data = self.conn.outbox.view()
-        self.conn.outbox.consume(len(data))
-        return data
+        """Everything the connection wrote since the last drain.
+
+        Written out as a transport does: the whole outbox, then :meth:`Connection.resume`
+        (which answers the next pipelined request), until nothing more comes.
+        """
+        outbox, written = self.conn.outbox, []
+        while True:
+            while outbox:
+                data = outbox.view()
+                outbox.consume(len(data))
+                written.append(data)
+            self.conn.resume()
+            if not outbox:
+                return b"".join(written)
 
     def frames(self) -> list[Frame]:
         return parse_frames(self.drain())

@@ -180,16 +180,37 @@ class Harness:
 
     # -- invariants ---------------------------------------------------------------------
 
+    def flush(self) -> dict[int, bytes]:
+        """Write out every outbox as a transport does: all of it, then ``resume()`` (the
+        next pipelined HTTP request, whose answer may reach other connections too), until
+        nothing more comes. Returns what each connection wrote."""
+        written: dict[int, list[bytes]] = {}
+        busy = True
+        while busy:
+            busy = False
+            for t in self.tracked:
+                outbox = t.conn.outbox
+                while outbox:
+                    chunk = outbox.view()
+                    outbox.consume(len(chunk))
+                    written.setdefault(id(t), []).append(chunk)
+                t.conn.resume()
+                busy = busy or bool(outbox)
+        return {key: b"".join(chunks) for key, chunks in written.items()}
+
     def check(self, before: dict[int, State], departed: set[tuple[str, str]]) -> None:
+        written = self.flush()
         for t in self.tracked:
-            self._check_connection(t, before.get(id(t), State.HTTP), departed)
+            self._check_connection(t, before.get(id(t), State.HTTP), departed, written)
         self._check_hub()
         for t in self.tracked:
             member = t.conn.member
             if member is not None and not member.joined:
                 self.departed.add((member.channel.name, member.uid))
 
-    def _check_connection(self, t: Tracked, was: State, departed: set[tuple[str, str]]) -> None:
+    def _check_connection(
+        self, t: Tracked, was: State, departed: set[tuple[str, str]], written: dict[int, bytes]
+    ) -> None:
         conn = t.conn
         state = conn.state
         rank = RANK[state]
@@ -198,8 +219,7 @@ class Harness:
         if state in (State.WEBSOCKET, State.CLOSING) and not conn.upgraded:
             fail(f"{t.label}: {state} without a WebSocket upgrade")
         t.rank = rank
-        data = conn.outbox.view()
-        conn.outbox.consume(len(data))
+        data = written.get(id(t), b"")
         if was is State.CLOSED and data:
             fail(f"{t.label}: got {len(data)} bytes while CLOSED: {data[:80]!r}")
         ws_bytes = b""
