@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ._limits import TrustedProxies
+from ._limits import FORWARDED_HEADERS, TrustedProxies
 
 __all__ = ["Config", "ConfigError", "LimitsConfig", "NamespaceConfig", "ServerConfig"]
 
@@ -34,9 +34,14 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8787
     echo_endpoint: bool = False
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    forwarded_header: str = "x-forwarded-for"
     shutdown_grace: float = 5.0
     tls_certfile: str = ""
     tls_keyfile: str = ""
+
+    def __post_init__(self) -> None:
+        # Header names are case-insensitive; compare them in the case h11 gives them.
+        self.forwarded_header = self.forwarded_header.lower()
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -74,8 +79,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(f"`{section}.{name}` must be greater than 0")
         if not 0 <= self.server.port <= 65535:
             raise ValueError("`server.port` must be between 0 and 65535")
+        if self.server.forwarded_header not in FORWARDED_HEADERS:
+            choices = " or ".join(f'"{name}"' for name in FORWARDED_HEADERS)
+            raise ValueError(f"`server.forwarded_header` must be {choices}, not {self.server.forwarded_header!r}")
         try:
-            TrustedProxies(self.server.trusted_proxies)
+            TrustedProxies(self.server.trusted_proxies, header=self.server.forwarded_header)
         except ValueError as exc:
             raise ValueError(f"`server.trusted_proxies`: {exc}") from None
         for prefix in self.namespaces:

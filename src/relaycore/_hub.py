@@ -167,8 +167,8 @@ class Hub:
         self.joins = ClientLimiter(limits.connections_per_second_per_ip, max(1.0, limits.connections_per_second_per_ip))
         #: HTTP pushes per client address.
         self.pushes = ClientLimiter(limits.pushes_per_second_per_ip, max(1.0, limits.pushes_per_second_per_ip))
-        #: The proxies whose X-Forwarded-For / Forwarded headers are believed.
-        self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
+        #: The proxies believed about who their client is, and the one header they say it in.
+        self.trusted_proxies = TrustedProxies(config.server.trusted_proxies, header=config.server.forwarded_header)
 
     # -- outboxes ---------------------------------------------------------------
 
