@@ -44,3 +44,14 @@ def test_an_unknown_environment_setting_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "RELAYCORE_LIMITS_PING_INTERVL" in result.stderr
+
+
+def test_the_trio_backend_without_trio_is_one_line_naming_the_extra_and_exit_2() -> None:
+    # trio is an optional dependency: hide it, as a plain `pip install .` leaves it out.
+    code = (
+        "import sys; sys.modules['trio'] = None; from transports.cli import main; "
+        "sys.exit(main(['serve', '--port', '0', '--backend', 'trio']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == ["relaycore: the trio backend needs trio: pip install 'relaycore[trio]'"]
