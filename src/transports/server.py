@@ -590,6 +590,8 @@ class RelayServer:
         Once a held-back outbox is written out, ``resume`` lets the core go on (the next
         pipelined request); what that writes is flushed by the caller's flush loop.
         """
+        if peer.dead:
+            return  # closed: the selector no longer has it
         if peer.phase is not Phase.OPEN:
             reading = True  # draining or lingering: only the client's EOF is awaited
         else:
