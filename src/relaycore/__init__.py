@@ -12,15 +12,18 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 from __future__ import annotations
 
 from ._config import Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
-from ._connection import Connection, State, __version__
+from ._connection import Connection, State
 from ._errors import HTTPError, RelayUsageError
 from ._hub import Channel, Clock, Hub, Member, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
+from ._session import Answer, ClientSession, __version__
 from ._wire import parse_json, text_frame
 
 __all__ = [
+    "Answer",
     "Channel",
+    "ClientSession",
     "Clock",
     "Config",
     "ConfigError",

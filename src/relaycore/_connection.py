@@ -1,12 +1,16 @@
-"""The per-connection protocol driver: bytes in, frames into outboxes, state out.
+"""The framing adapter for raw byte streams: h11 and wsproto over a :class:`ClientSession`.
 
-Theory of operation. A :class:`Connection` starts in ``HTTP``: h11 parses requests.
-``GET /c/<channel>`` (or ``/r/``) with a valid WebSocket upgrade is answered with 101,
-hands the remaining bytes to a wsproto frame parser and joins the hub (state
-``WEBSOCKET``). Plain requests (``POST /push/...``, ``GET /version``, ``GET /health``) are
-answered through h11, with keep-alive. Every byte the connection must send is written to
-its :attr:`Connection.outbox`; bytes for *other* connections go to theirs, through the
-hub. After each call, the transport flushes ``hub.take_ready()``.
+Theory of operation. A :class:`Connection` starts in ``HTTP``: h11 parses requests, and
+each complete request goes to the connection's :class:`~relaycore.ClientSession`, which
+decides it (every rule of PROTOCOL.md lives there). A WebSocket upgrade the session admits
+is answered with 101 and the remaining bytes go to a wsproto frame parser (state
+``WEBSOCKET``); whole messages go to the session, and a close the session decides comes
+back through ``on_close`` as a close frame. Plain requests (``POST /push/...``, ``GET
+/version``, ``GET /health``) are answered through h11, with keep-alive. What belongs to the
+framing stays here: HTTP parsing and its errors, the handshake headers, frames and their
+fast path, pings, and the handshake, keepalive and close timers. Every byte the connection
+must send is written to its :attr:`Connection.outbox`; bytes for *other* connections go to
+theirs, through the hub. After each call, the transport flushes ``hub.take_ready()``.
 
 Every byte the connection is owed counts against one bound, ``outbound_buffer_bytes``:
 relayed frames, pongs, close frames and HTTP responses alike. While the outbox is over it,
@@ -31,7 +35,6 @@ from enum import Enum
 from http import HTTPStatus
 
 import h11
-import msgspec
 from h11._state import MIGHT_SWITCH_PROTOCOL
 from wsproto.connection import Connection as FrameConnection
 from wsproto.connection import ConnectionState, ConnectionType
@@ -40,20 +43,13 @@ from wsproto.utilities import LocalProtocolError
 
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
-from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
-from ._limits import client_address
-from ._names import parse_channel, parse_options
-from ._wire import parse_json
+from ._hub import Hub, Member
+from ._session import CLOSE_GOING_AWAY, Answer, ClientSession
 
 __all__ = ["Connection", "State"]
 
-__version__ = "0.1.0"
-
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER_BYTES = 16 * 1024
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
 #: The opt-in /echo endpoint takes messages up to this size (or max_message_bytes if that
 #: is larger): the largest message a conformance suite (Autobahn, cases 9.x) sends. It also
 #: lets this much (or outbound_buffer_bytes) wait unread, plus the message being echoed,
@@ -84,10 +80,6 @@ class Connection:
 
     def __init__(self, hub: Hub, *, client: str = "") -> None:
         self.hub = hub
-        #: The peer's address, for per-client limits and logs (the forwarded client's
-        #: address once a request from a trusted proxy says who that is).
-        self.client = client
-        self._peer_address = client
         #: Why the connection ended badly (a protocol error, a limit), for the log.
         self.problem: str | None = None
         limits = hub.config.limits
@@ -103,9 +95,9 @@ class Connection:
         self.deadline = now + self._handshake_timeout
         #: Bytes waiting for this connection's socket.
         self.outbox = hub.new_outbox()
+        #: Where every decision about this client is made.
+        self.session = ClientSession(hub, self.outbox, self._send_close, client=client)
         self.state = State.HTTP
-        #: The channel membership, once the WebSocket is open (None on ``/echo``).
-        self.member: Member | None = None
         #: The close code this side sent or answered with, once closing.
         self.close_code: int | None = None
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -115,12 +107,9 @@ class Connection:
         self._echo_backlog = 0
         self._request: h11.Request | None = None
         self._method = b""
-        #: Refusals of the current request are JSON (HTTP push answers in JSON).
-        self._json_errors = False
         self._body = bytearray()
         self._parts: list[str | bytes] = []
         self._size = 0
-        self._limit = hub.config.limits.max_message_bytes
         #: An HTTP answer waits to be written before the next request is looked at.
         self._held = False
 
@@ -131,6 +120,17 @@ class Connection:
     def upgraded(self) -> bool:
         """True once the connection switched to WebSocket."""
         return self._ws is not None
+
+    @property
+    def client(self) -> str:
+        """The peer's address, for per-client limits and logs (the forwarded client's
+        address once a request from a trusted proxy says who that is)."""
+        return self.session.client
+
+    @property
+    def member(self) -> Member | None:
+        """The channel membership, once the WebSocket is open (None on ``/echo``)."""
+        return self.session.member
 
     @property
     def reading(self) -> bool:
@@ -169,7 +169,7 @@ class Connection:
 
     def connection_lost(self) -> None:
         """The transport lost the socket (reset, timeout): leave without a handshake."""
-        self._leave()
+        self.session.leave()
         self.state = State.CLOSED
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
@@ -177,8 +177,21 @@ class Connection:
         if self.state is State.HTTP:
             self.state = State.CLOSED
             return
-        self._leave()
-        self._send_close(code, reason)
+        self.session.close(code, reason)
+
+    def shutdown(self) -> None:
+        """The relay is going away: close 1001 (an HTTP connection just ends)."""
+        if self.state is State.HTTP:
+            self.state = State.CLOSED
+            return
+        self.session.shutdown()
+
+    def fail(self) -> None:
+        """A bug while serving this connection: close 1011 (an HTTP connection just ends)."""
+        if self.state is State.HTTP:
+            self.state = State.CLOSED
+            return
+        self.session.fail()
 
     def tick(self, now: float) -> None:
         """Enforce the timers; call it when ``now >= self.deadline``.
@@ -210,7 +223,7 @@ class Connection:
         outstanding = self._last_seen < sent  # nothing at all arrived since our ping
         if outstanding and now >= sent + self._ping_timeout:
             self.problem = "no pong in time (dead peer)"
-            self._leave()
+            self.session.leave()
             self.state = State.CLOSED
             self.deadline = float("inf")
             return
@@ -222,22 +235,10 @@ class Connection:
             self._next_ping = now + self._ping_interval
         self.deadline = min(self._next_ping, sent + self._ping_timeout if outstanding else float("inf"))
 
-    def kick(self, code: int, reason: str) -> None:
-        """Session protocol: the hub removed this member; close the WebSocket."""
-        if self.outbox.overflowed:
-            # A slow consumer: its backlog would only delay the close frame.
-            self.outbox.drop_backlog()
-        self._send_close(code, reason)
-
     def _slow_consumer(self) -> None:
         """The peer is owed more than the bound (its own pongs, echoes): close it, 1008."""
-        if self.state is not State.WEBSOCKET:
-            return
-        member = self.member
-        if member is not None and member.joined:
-            self.hub.kick(member, CLOSE_POLICY, SLOW_CONSUMER)  # the others hear its leave
-        else:
-            self.kick(CLOSE_POLICY, SLOW_CONSUMER)
+        if self.state is State.WEBSOCKET:
+            self.session.slow_consumer()
 
     # -- HTTP -----------------------------------------------------------------------
 
@@ -254,7 +255,7 @@ class Connection:
                 status = exc.error_status_hint
                 self.problem = f"malformed HTTP request ({status})"
                 text = "Bad request." if status == 400 else f"{HTTPStatus(status).phrase}."
-                self._refuse(HTTPError(status, text))
+                self._refuse(self.session.refusal(HTTPError(status, text)))
                 return
             if event is h11.NEED_DATA:
                 return
@@ -269,18 +270,18 @@ class Connection:
             if isinstance(event, h11.Request):
                 self._request = event
                 self._method = event.method  # known before any refusal (HEAD has no body)
-                self._json_errors = event.target.startswith(b"/push/")
                 self._body.clear()
-                try:
-                    _check_head_size(event)
-                    self._check_body_size(event)
-                except HTTPError as exc:
-                    self._refuse(exc)
+                if _head_size(event) > MAX_HEADER_BYTES:
+                    # h11 bounds a head that arrives in pieces; one that arrives whole here.
+                    self._refuse(self.session.refusal(HTTPError(431, "Request header fields too large.")))
+                    return
+                if self._declared_body(event) > self.session.message_limit:
+                    self._refuse(self.session.body_too_large(event.target))
                     return
             elif isinstance(event, h11.Data):
                 self._body += event.data
-                if len(self._body) > self._limit:
-                    self._refuse(HTTPError(413, "Body too large."))
+                if len(self._body) > self.session.message_limit and self._request is not None:
+                    self._refuse(self.session.body_too_large(self._request.target))
                     return
             elif isinstance(event, h11.EndOfMessage):
                 if self._request is not None and self._http.their_state is not MIGHT_SWITCH_PROTOCOL:
@@ -288,91 +289,44 @@ class Connection:
             elif isinstance(event, h11.ConnectionClosed):
                 self.state = State.CLOSED
 
-    def _check_body_size(self, request: h11.Request) -> None:
+    @staticmethod
+    def _declared_body(request: h11.Request) -> int:
         for name, value in request.headers:
-            if name == b"content-length" and int(value) > self._limit:
-                raise HTTPError(413, "Body too large.")
+            if name == b"content-length":
+                return int(value)
+        return 0
 
     def _handle(self, request: h11.Request) -> None:
         self._request = None
         self._method = request.method
-        self.client = client_address(self._peer_address, request.headers, self.hub.trusted_proxies)
         # A refused WebSocket upgrade ends the connection: the client may already have
         # sent frames after its request, which must not be read as a next request.
         upgrade = self._http.their_state is MIGHT_SWITCH_PROTOCOL
-        try:
-            self._route(request)
-        except HTTPError as exc:
-            self._refuse(exc, keep_alive=not upgrade)
-            return
-        if self.state is State.HTTP:
-            self._next_cycle()
-
-    def _route(self, request: h11.Request) -> None:
-        path, _, query = request.target.partition(b"?")
-        method = request.method
-        if path.startswith((b"/c/", b"/r/")):
-            self._upgrade(request, path[3:], query)
-        elif path.startswith(b"/push/"):
-            if method != b"POST":
-                raise HTTPError(405, "Method not allowed.", [(b"allow", b"POST")])
-            self._push(request, path[6:])
-        elif path == b"/echo" and self.hub.config.server.echo_endpoint:
-            self._upgrade(request, None, query)
-        elif path == b"/version" and method in (b"GET", b"HEAD"):
-            self._respond(200, f"relaycore {__version__}\n".encode())
-        elif path == b"/health" and method in (b"GET", b"HEAD"):
-            body = msgspec.json.encode(
-                {
-                    "status": "ok",
-                    "version": __version__,
-                    "channels": len(self.hub.channels),
-                    "connections": self.hub.connections,
-                }
-            )
-            self._respond(200, body, b"application/json")
-        else:
-            raise HTTPError(404, "Not found.")
-
-    def _push(self, request: h11.Request, raw_channel: bytes) -> None:
-        # Refusals (HTTPError) are answered by _refuse, in JSON for /push/ (_json_errors).
-        channel = parse_channel(raw_channel)
-        key = _header(request, b"x-send-key")
-        message = parse_json(bytes(self._body))
-        if message is None:
-            raise HTTPError(400, "Invalid JSON body.")
-        recipients = self.hub.push(channel, message, None if key is None else key.decode("latin-1"), self.client)
-        self._respond(200, msgspec.json.encode({"ok": True, "recipients": recipients}), b"application/json")
-
-    def _upgrade(self, request: h11.Request, raw_channel: bytes | None, query: bytes) -> None:
-        if request.method != b"GET":
-            raise HTTPError(405, "Method not allowed.", [(b"allow", b"GET")])
-        if self._http.their_state is not MIGHT_SWITCH_PROTOCOL:
-            raise HTTPError(
-                426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
-            )
-        accept = _handshake_accept(request)
-        channel = parse_channel(raw_channel) if raw_channel is not None else None
-        options = parse_options(query)
-        if channel is not None:
-            # The per-address connection rate guards the channels; the opt-in /echo
-            # endpoint is for conformance suites, which open hundreds of connections a second.
-            self.hub.admit_connection(self.client)
-        # Written by hand rather than through h11: the join below may still refuse with
-        # 403, and h11 must then still be able to send that answer instead.
-        greeting = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        answer = self.session.request(
+            request.method,
+            request.target,
+            request.headers,
+            bytes(self._body),
+            upgrade=upgrade,
+            handshake=lambda: _greeting(request),
         )
-        if channel is not None:
-            self.member = self.hub.join(channel, options, self.outbox, self, greeting)
-        else:
+        if answer is None:
+            self._switch()
+            return
+        if upgrade:
+            self._refuse(answer)
+            return
+        self._respond(answer)
+        self._next_cycle()
+
+    def _switch(self) -> None:
+        """The session opened a WebSocket: from now on the bytes are frames."""
+        if self.session.echo:
             self._echo = True
-            self._limit = max(self._limit, ECHO_MAX_MESSAGE_BYTES)
+            limit = self.session.message_limit = max(self.session.message_limit, ECHO_MAX_MESSAGE_BYTES)
             # Up to 16 MiB of echoes may wait unread (see _on_message), plus the one being echoed.
             self._echo_backlog = max(self.outbox.limit, ECHO_MAX_MESSAGE_BYTES)
-            self.outbox.limit = self._echo_backlog + self._limit + 16
-            self.outbox.write(greeting)
+            self.outbox.limit = self._echo_backlog + limit + 16
         trailing, _closed = self._http.trailing_data
         # HTTP is over for this connection: let the parser go (it is most of the memory
         # an idle connection would otherwise keep).
@@ -386,47 +340,36 @@ class Connection:
         if trailing:
             self._receive_ws(trailing)
 
-    def _respond(
-        self,
-        status: int,
-        body: bytes,
-        content_type: bytes = b"text/plain; charset=utf-8",
-        headers: list[tuple[bytes, bytes]] | None = None,
-        *,
-        close: bool = False,
-    ) -> None:
-        all_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    def _respond(self, answer: Answer, *, close: bool = False) -> None:
+        content_type, *extra = answer.headers
+        headers = [content_type, (b"content-length", str(len(answer.body)).encode())]
         if close:
-            all_headers += [h for h in headers or () if h[0] != b"connection"]
-            all_headers.append((b"connection", b"close"))
+            headers += [h for h in extra if h[0] != b"connection"]
+            headers.append((b"connection", b"close"))
         else:
-            all_headers += headers or []
-        head = h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase.encode())
+            headers += extra
+        status = answer.status
+        head = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
         send = self._http.send
         out = send(head) or b""
         if self._method != b"HEAD":
-            out += send(h11.Data(data=body)) or b""
+            out += send(h11.Data(data=answer.body)) or b""
         out += send(h11.EndOfMessage()) or b""
         self.outbox.write(out)
 
-    def _refuse(self, exc: HTTPError, *, keep_alive: bool = False) -> None:
-        """Answer a refused request; close unless the request was read whole."""
+    def _refuse(self, answer: Answer) -> None:
+        """Answer a request that ends the connection (an upgrade refused, a malformed
+        request, a body too large) and close."""
         if self._http.our_state is h11.SEND_RESPONSE:
-            if self._json_errors:
-                body = msgspec.json.encode({"ok": False, "error": exc.message})
-                self._respond(exc.status, body, b"application/json", exc.headers, close=not keep_alive)
-            else:
-                self._respond(exc.status, exc.message.encode(), headers=exc.headers, close=not keep_alive)
-            if keep_alive:
-                self._next_cycle()
-            else:
-                self.state = State.CLOSED
-            return
-        # h11 cannot answer a request line it could not parse: write a minimal response.
-        body = exc.message.encode()
-        head = f"HTTP/1.1 {exc.status} {HTTPStatus(exc.status).phrase}\r\n"
-        head += f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        self.outbox.write(head.encode() + body)
+            self._respond(answer, close=True)
+        else:
+            # h11 cannot answer a request line it could not parse: write a minimal response.
+            status, body = answer.status, answer.body
+            head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            head += (
+                f"content-type: text/plain; charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.outbox.write(head.encode() + body)
         self.state = State.CLOSED
 
     def _next_cycle(self) -> None:
@@ -445,7 +388,7 @@ class Connection:
         used = 0
         if data and scanner.at_rest and self.state is State.WEBSOCKET:
             # Whole simple text frames first, without wsproto (see _fastpath).
-            messages, used = take_text_frames(data, self._limit)
+            messages, used = take_text_frames(data, self.session.message_limit)
             for text in messages:
                 self._on_message(text)
                 if self.state is not State.WEBSOCKET:
@@ -479,11 +422,12 @@ class Connection:
     def _on_fragment(self, data: str | bytes, finished: bool) -> None:
         if self.state is not State.WEBSOCKET:
             return  # after our close frame, the peer's data frames are ignored
-        size = self._size + _byte_length(data, self._limit - self._size)
-        if size > self._limit:
+        limit = self.session.message_limit
+        size = self._size + _byte_length(data, limit - self._size)
+        if size > limit:
             self._parts.clear()
             self._size = 0
-            self.close(CLOSE_TOO_BIG, "message too big")
+            self.session.too_big()
             return
         if not finished:
             self._parts.append(data)
@@ -504,11 +448,11 @@ class Connection:
                 self._slow_consumer()
                 return
             self._write_ws(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
-        elif self.member is not None:
-            self.hub.receive(self.member, data)
+        else:
+            self.session.message(data)
 
     def _on_close(self, ws: FrameConnection, event: CloseConnection) -> None:
-        self._leave()
+        self.session.leave()
         if ws.state is ConnectionState.REMOTE_CLOSING:
             # The peer started the close: answer it, then the TCP connection may go.
             self.close_code = event.code
@@ -521,12 +465,13 @@ class Connection:
         self.state = State.CLOSED
 
     def _send_close(self, code: int, reason: str) -> None:
+        """The session's ``on_close``: send the close frame the session decided."""
         ws = self._ws
         if ws is None or self.state is not State.WEBSOCKET:
             return
         self.close_code = code
-        if code != CLOSE_NORMAL and code != CLOSE_GOING_AWAY:
-            self.problem = reason
+        if self.session.problem is not None:
+            self.problem = self.session.problem
         self._write_ws(CloseConnection(code=code, reason=reason))
         self.state = State.CLOSING
         self.deadline = self.hub.clock.monotonic() + self._close_timeout
@@ -538,11 +483,6 @@ class Connection:
             # Only a close frame must survive a slow consumer's dropped backlog.
             self.outbox.write(self._ws.send(event), pin=isinstance(event, CloseConnection))
 
-    def _leave(self) -> None:
-        member = self.member
-        if member is not None:
-            self.hub.leave(member)
-
 
 def _byte_length(data: str | bytes, room: int) -> int:
     """UTF-8 size of ``data`` (exact while it fits in ``room``; at least ``room + 1`` beyond)."""
@@ -551,18 +491,20 @@ def _byte_length(data: str | bytes, room: int) -> int:
     return len(data.encode())
 
 
-def _check_head_size(request: h11.Request) -> None:
-    """h11 bounds a head that arrives in pieces; one that arrives whole is bounded here."""
-    size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
-    if size > MAX_HEADER_BYTES:
-        raise HTTPError(431, "Request header fields too large.")
+def _head_size(request: h11.Request) -> int:
+    return len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
-def _header(request: h11.Request, name: bytes) -> bytes | None:
-    for key, value in request.headers:
-        if key == name:
-            return bytes(value)
-    return None
+def _greeting(request: h11.Request) -> bytes:
+    """The 101 response to a valid upgrade request; HTTPError when its headers are wrong.
+
+    Written by hand rather than through h11: the session may still refuse the join (403,
+    429), and h11 must then still be able to send that answer instead.
+    """
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + _handshake_accept(request) + b"\r\n\r\n"
+    )
 
 
 def _handshake_accept(request: h11.Request) -> bytes:
@@ -571,7 +513,7 @@ def _handshake_accept(request: h11.Request) -> bytes:
     for name, value in request.headers:
         headers[bytes(name)] = headers[bytes(name)] + b"," + value if name in headers else bytes(value)
     if headers.get(b"upgrade", b"").strip().lower() != b"websocket":
-        raise HTTPError(426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+        raise ClientSession.upgrade_required()
     tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
     if b"upgrade" not in tokens:
         raise HTTPError(400, "Connection header must include Upgrade.")

@@ -237,7 +237,7 @@ class RelayServer:
         for peer in list(self._peers):
             if peer.phase is Phase.OPEN:
                 try:
-                    peer.conn.close(1001, "server shutting down")
+                    peer.conn.shutdown()
                     if peer.conn.state is State.CLOSED:
                         self._end(peer)
                 except Exception:
@@ -477,7 +477,7 @@ class RelayServer:
         """A bug while reading or ticking one connection: close it with 1011."""
         log.exception("connection from %s failed", peer.conn.client)
         with contextlib.suppress(Exception):
-            peer.conn.close(1011, "internal error")
+            peer.conn.fail()
         try:
             self._end(peer)
         except Exception:

@@ -338,7 +338,7 @@ class Harness:
                     f"but {member.channel.name!r} has {len(member.channel.members)} members"
                 )
         for t in self.tracked:
-            mine = sessions.get(id(t.conn), [])
+            mine = sessions.get(id(t.conn.session), [])
             conn = t.conn
             if conn.state is State.WEBSOCKET and not t.echo:
                 if conn.member is None or mine != [conn.member]:

@@ -54,4 +54,6 @@ def test_the_trio_backend_without_trio_is_one_line_naming_the_extra_and_exit_2()
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == ["relaycore: the trio backend needs trio: pip install 'relaycore[trio]'"]
+    assert result.stderr.strip().splitlines() == [
+        "relaycore: the trio backend needs trio: pip install 'relaycore[trio]'"
+    ]

@@ -1,0 +1,287 @@
+"""The session layer: one client's dealings with the relay, whatever carries them.
+
+Theory of operation. A transport makes one :class:`ClientSession` per client and hands it
+what any transport can give: a request (method, target, headers, body; for a WebSocket
+upgrade, a way to build the handshake answer), then whole messages, the peer's close, and
+the loss of the connection. The session answers with decisions and effects:
+
+- an :class:`Answer` (status, headers, body) for every plain HTTP request and for every
+  refused upgrade; ``None`` from :meth:`ClientSession.request` when a WebSocket opened, with
+  what must go first (the handshake answer, the self-join) already in the outbox;
+- messages for this client and for others, put into outboxes through the hub;
+- a close, handed to the transport's ``on_close(code, reason)`` exactly once.
+
+Every rule of PROTOCOL.md that a client meets is decided here and only here: routes and
+methods, the per-address connection rate, keys (through the hub), the client address behind
+trusted proxies, the message size and its 1009, push validation and its JSON refusals,
+``/health`` and ``/version``, slow consumers, the shutdown close. A framing adapter (the
+h11 + wsproto :class:`~relaycore.Connection`) or a server that frames for us (ASGI) only
+moves bytes and messages, and asks the session whenever it needs a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from ._errors import HTTPError
+from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
+from ._limits import client_address
+from ._names import parse_channel, parse_options
+from ._outbox import Outbox
+from ._wire import parse_json
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
+    "CLOSE_TOO_BIG",
+    "Answer",
+    "ClientSession",
+    "Headers",
+    "__version__",
+]
+
+__version__ = "0.1.0"
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+INTERNAL_ERROR = "internal error"
+SHUTTING_DOWN = "server shutting down"
+TOO_BIG = "message too big"
+BODY_TOO_LARGE = "Body too large."
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+APPLICATION_JSON = b"application/json"
+
+Headers = Sequence[tuple[bytes, bytes]]
+"""Request headers as (name, value) pairs; names in lower case, as h11 and ASGI give them."""
+
+
+class Answer:
+    """An HTTP answer the session decided: a response, or the refusal of an upgrade."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        #: Header pairs: content-type first, then any the decision adds (allow, retry-after).
+        #: The transport adds content-length and its own connection handling.
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.status} {self.body[:60]!r}>"
+
+
+def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answer:
+    return Answer(status, body, [(b"content-type", content_type)])
+
+
+class ClientSession:
+    """One client of the relay, decided framing-neutrally.
+
+    >>> from relaycore import Config, Hub, MessageOutbox
+    >>> from relaycore.testing import FakeClock, seeded_uids
+    >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
+    >>> closes = []
+    >>> session = ClientSession(hub, MessageOutbox(1 << 20, hub.ready), lambda code, why: closes.append(code))
+    >>> session.request(b"GET", b"/c/room?alias=Ann", [], upgrade=True) is None
+    True
+    >>> session.outbox.take()[0][:30]
+    b'{"type":"join","self":true,"ui'
+    >>> session.request(b"GET", b"/version", []).body
+    b'relaycore 0.1.0\\n'
+    """
+
+    __slots__ = (
+        "_on_close",
+        "_peer_address",
+        "client",
+        "closing",
+        "echo",
+        "hub",
+        "member",
+        "message_limit",
+        "outbox",
+        "problem",
+    )
+
+    def __init__(self, hub: Hub, outbox: Outbox, on_close: Callable[[int, str], None], *, client: str = "") -> None:
+        self.hub = hub
+        #: Where everything for this client goes (frames or whole messages).
+        self.outbox = outbox
+        self._on_close = on_close
+        #: The address the per-client limits count (the forwarded client's, once a request
+        #: from a trusted proxy says who that is).
+        self.client = client
+        self._peer_address = client
+        #: The channel membership, once a WebSocket opened.
+        self.member: Member | None = None
+        #: True once the opt-in ``/echo`` endpoint opened (no channel; the adapter echoes).
+        self.echo = False
+        #: The close the relay decided (code, reason), once it did.
+        self.closing: tuple[int, str] | None = None
+        #: Why the client was closed badly (a limit, a policy), for the log.
+        self.problem: str | None = None
+        #: The largest message (WebSocket, or HTTP push body) a client may send, in bytes.
+        self.message_limit = hub.config.limits.max_message_bytes
+
+    def __repr__(self) -> str:
+        return f"<ClientSession {self.client or '?'} {self.member!r}>"
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        body: bytes = b"",
+        *,
+        upgrade: bool = False,
+        handshake: Callable[[], bytes] | None = None,
+    ) -> Answer | None:
+        """Decide one request; ``upgrade`` when it asks for a WebSocket.
+
+        ``handshake`` (framing adapters) validates the upgrade's own headers and returns the
+        bytes that must precede everything (the 101 response), raising
+        :class:`~relaycore.HTTPError` when they are wrong; it is called only once the
+        request is otherwise acceptable. Returns None when a WebSocket opened (the member
+        joined; the handshake bytes and the self-join are in the outbox), else the answer.
+        """
+        self.client = client_address(self._peer_address, headers, self.hub.trusted_proxies)
+        path, _, query = target.partition(b"?")
+        try:
+            if path.startswith((b"/c/", b"/r/")):
+                self._open(method, path[3:], query, upgrade, handshake)
+                return None
+            if path == b"/echo" and self.hub.config.server.echo_endpoint:
+                self._open(method, None, query, upgrade, handshake)
+                return None
+            if path.startswith(b"/push/"):
+                return self._push(method, path[6:], headers, body)
+            return self._plain(method, path)
+        except HTTPError as exc:
+            return self.refusal(exc, json=path.startswith(b"/push/"))
+
+    def refusal(self, exc: HTTPError, *, json: bool = False) -> Answer:
+        """The answer to a refused request (JSON for HTTP push, as PROTOCOL.md section 5 says)."""
+        if json:
+            answer = _answer(exc.status, msgspec.json.encode({"ok": False, "error": exc.message}), APPLICATION_JSON)
+        else:
+            answer = _answer(exc.status, exc.message.encode())
+        answer.headers += exc.headers
+        return answer
+
+    def body_too_large(self, target: bytes) -> Answer:
+        """The answer to a request whose body is over :attr:`message_limit` (413)."""
+        return self.refusal(HTTPError(413, BODY_TOO_LARGE), json=target.startswith(b"/push/"))
+
+    @staticmethod
+    def upgrade_required() -> HTTPError:
+        """The refusal of a plain request to a WebSocket endpoint (426)."""
+        return HTTPError(426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+
+    def _open(
+        self,
+        method: bytes,
+        raw_channel: bytes | None,
+        query: bytes,
+        upgrade: bool,
+        handshake: Callable[[], bytes] | None,
+    ) -> None:
+        """Open a WebSocket: join ``raw_channel``, or (None) the opt-in ``/echo`` endpoint."""
+        if method != b"GET":
+            raise HTTPError(405, "Method not allowed.", [(b"allow", b"GET")])
+        if not upgrade:
+            raise self.upgrade_required()
+        greeting = handshake() if handshake is not None else b""
+        channel = parse_channel(raw_channel) if raw_channel is not None else None
+        options = parse_options(query)
+        if channel is None:
+            # /echo is for conformance suites, which open hundreds of connections a second:
+            # the per-address connection rate guards the channels only.
+            self.outbox.write(greeting)
+            self.echo = True
+            return
+        self.hub.admit_connection(self.client)
+        self.member = self.hub.join(channel, options, self.outbox, self, greeting)
+
+    def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer:
+        if method != b"POST":
+            raise HTTPError(405, "Method not allowed.", [(b"allow", b"POST")])
+        channel = parse_channel(raw_channel)
+        key = next((value for name, value in headers if name == b"x-send-key"), None)
+        if len(body) > self.message_limit:
+            raise HTTPError(413, BODY_TOO_LARGE)
+        message = parse_json(body)
+        if message is None:
+            raise HTTPError(400, "Invalid JSON body.")
+        reached = self.hub.push(channel, message, None if key is None else bytes(key).decode("latin-1"), self.client)
+        return _answer(200, msgspec.json.encode({"ok": True, "recipients": reached}), APPLICATION_JSON)
+
+    def _plain(self, method: bytes, path: bytes) -> Answer:
+        hub = self.hub
+        if path == b"/version" and method in (b"GET", b"HEAD"):
+            return _answer(200, f"relaycore {__version__}\n".encode())
+        if path == b"/health" and method in (b"GET", b"HEAD"):
+            health = {
+                "status": "ok",
+                "version": __version__,
+                "channels": len(hub.channels),
+                "connections": hub.connections,
+            }
+            return _answer(200, msgspec.json.encode(health), APPLICATION_JSON)
+        raise HTTPError(404, "Not found.")
+
+    # -- a WebSocket --------------------------------------------------------------------
+
+    def message(self, data: str | bytes) -> None:
+        """One whole message from the client (``bytes``: a binary message)."""
+        if self.member is not None and self.closing is None:
+            self.hub.receive(self.member, data)
+
+    def too_big(self) -> None:
+        """The client's message is over :attr:`message_limit`: close 1009."""
+        self.close(CLOSE_TOO_BIG, TOO_BIG)
+
+    def slow_consumer(self) -> None:
+        """The client is owed more than ``outbound_buffer_bytes`` (its own pongs, echoes)."""
+        self.close(CLOSE_POLICY, SLOW_CONSUMER)
+
+    def shutdown(self) -> None:
+        """The relay is going away: close 1001."""
+        self.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+
+    def fail(self) -> None:
+        """A bug while serving this client: close 1011 (the others carry on)."""
+        self.close(CLOSE_INTERNAL_ERROR, INTERNAL_ERROR)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close on the relay's initiative: the member leaves (the others are told), then
+        the transport's ``on_close`` sends the close. Only the first close counts."""
+        member = self.member
+        if member is not None and member.joined:
+            self.hub.kick(member, code, reason)  # calls kick() below after the leave
+        else:
+            self.kick(code, reason)
+
+    def kick(self, code: int, reason: str) -> None:
+        """The hub's side (the :class:`~relaycore.Session` protocol): the member was removed."""
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY):
+            self.problem = reason
+        if self.outbox.overflowed:
+            # A slow consumer: its backlog would only delay the close.
+            self.outbox.drop_backlog()
+        self._on_close(code, reason)
+
+    def leave(self) -> None:
+        """The client is gone (it closed, or the connection was lost): leave the channel."""
+        member = self.member
+        if member is not None:
+            self.hub.leave(member)
