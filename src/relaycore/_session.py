@@ -101,6 +101,7 @@ class ClientSession:
         "client",
         "closing",
         "echo",
+        "echo_endpoint",
         "hub",
         "member",
         "message_limit",
@@ -108,7 +109,15 @@ class ClientSession:
         "problem",
     )
 
-    def __init__(self, hub: Hub, outbox: Outbox, on_close: Callable[[int, str], None], *, client: str = "") -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        outbox: Outbox,
+        on_close: Callable[[int, str], None],
+        *,
+        client: str = "",
+        echo_endpoint: bool | None = None,
+    ) -> None:
         self.hub = hub
         #: Where everything for this client goes (frames or whole messages).
         self.outbox = outbox
@@ -127,6 +136,8 @@ class ClientSession:
         self.problem: str | None = None
         #: The largest message (WebSocket, or HTTP push body) a client may send, in bytes.
         self.message_limit = hub.config.limits.max_message_bytes
+        #: Whether this door serves the opt-in ``/echo`` endpoint (the config's by default).
+        self.echo_endpoint = hub.config.server.echo_endpoint if echo_endpoint is None else echo_endpoint
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.client or '?'} {self.member!r}>"
@@ -157,7 +168,7 @@ class ClientSession:
             if path.startswith((b"/c/", b"/r/")):
                 self._open(method, path[3:], query, upgrade, handshake)
                 return None
-            if path == b"/echo" and self.hub.config.server.echo_endpoint:
+            if path == b"/echo" and self.echo_endpoint:
                 self._open(method, None, query, upgrade, handshake)
                 return None
             if path.startswith(b"/push/"):
@@ -239,8 +250,14 @@ class ClientSession:
     # -- a WebSocket --------------------------------------------------------------------
 
     def message(self, data: str | bytes) -> None:
-        """One whole message from the client (``bytes``: a binary message)."""
-        if self.member is not None and self.closing is None:
+        """One whole message from the client (``bytes``: a binary message).
+
+        Over :attr:`message_limit` (UTF-8 bytes) it is not relayed: the client is closed 1009.
+        """
+        limit = self.message_limit
+        if len(data) * 4 > limit and _byte_size(data) > limit:
+            self.too_big()
+        elif self.member is not None and self.closing is None:
             self.hub.receive(self.member, data)
 
     def too_big(self) -> None:
@@ -285,3 +302,10 @@ class ClientSession:
         member = self.member
         if member is not None:
             self.hub.leave(member)
+
+
+def _byte_size(data: str | bytes) -> int:
+    """The size of a message on the wire (UTF-8 for text)."""
+    if isinstance(data, bytes) or data.isascii():  # str.isascii() is O(1) in CPython
+        return len(data)
+    return len(data.encode())

@@ -1,0 +1,301 @@
+"""The relay as an ASGI 3 application, for uvicorn, hypercorn, Starlette and FastAPI.
+
+Theory of operation. The server frames for us, so each client is a
+:class:`relaycore.ClientSession` over a :class:`relaycore.MessageOutbox` of whole messages:
+every rule is the session's, exactly as behind the native server. A WebSocket connection
+runs two tasks: the reader feeds the session what ``receive()`` gives, and ONE writer per
+connection drains everything queued in its outbox at each wake and ``send()``s it. The hub
+never awaits: a broadcast puts the same encoded payload into every recipient's bounded
+outbox and wakes their writers; a writer that cannot keep up (its client stopped reading
+and the server's own buffers are full) falls behind until its outbox passes
+``outbound_buffer_bytes``, and the session closes it with 1008 while everyone else goes on.
+
+- ``websocket`` scope: ``/c/<channel>`` and ``/r/<channel>`` (and ``/echo`` when enabled).
+  A refused join is a real HTTP response (403, 429, 400) through the server's
+  ``websocket.http.response`` extension, or a close before accept where there is none.
+- ``http`` scope: ``POST /push/<channel>``, ``GET /health``, ``GET /version``; 404 otherwise.
+- ``lifespan``: shutdown closes every member with 1001.
+- Mounted under a prefix (Starlette's ``Mount("/relay", app=...)``), the scope's
+  ``root_path`` is taken off the path.
+
+>>> app = create_app()
+>>> callable(app)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from relaycore import ClientSession, Clock, Config, Hub, MessageOutbox, UidSource
+
+from ._clock import SystemClock, secure_uids
+
+__all__ = ["RelayApp", "app", "create_app"]
+
+log = logging.getLogger("relaycore.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The last payload decoded for sending, and its text: a broadcast wakes every recipient's
+#: writer in a row with the same bytes object, so the decode is done once, not N times.
+_decoded: tuple[bytes, str] = (b"", "")
+
+
+def _text(payload: bytes) -> str:
+    global _decoded
+    last, text = _decoded
+    if payload is not last:
+        text = payload.decode()
+        _decoded = (payload, text)
+    return text
+
+
+class _Link:
+    """One WebSocket connection's side of the app: its outbox, its writer's wake-up, its close."""
+
+    __slots__ = ("close", "closing", "done", "outbox", "session", "wake")
+
+    def __init__(self, outbox: MessageOutbox) -> None:
+        self.outbox = outbox
+        self.wake = anyio.Event()
+        #: The close the session decided, once it did.
+        self.close: tuple[int, str] | None = None
+        self.closing = anyio.Event()
+        self.done = anyio.Event()
+        self.session: ClientSession | None = None
+
+    def on_close(self, code: int, reason: str) -> None:
+        self.close = (code, reason)
+        self.wake.set()
+        self.closing.set()
+
+
+class RelayApp:
+    """An ASGI 3 application serving one relay (see the module docstring)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._links: set[_Link] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Wake the writer of every outbox the core just filled (the hub never awaits)."""
+        for outbox in self.hub.take_ready():
+            link = outbox.peer
+            if link is not None:
+                link.wake.set()
+
+    @staticmethod
+    def _target(scope: Scope) -> bytes:
+        """The request target (path and query) below the mount point, still percent-encoded."""
+        raw = scope.get("raw_path")
+        root = scope.get("root_path", "")
+        if raw:
+            path = bytes(raw)
+            prefix = quote(root).encode()
+            if root and path.startswith(prefix):
+                path = path[len(prefix) :]
+        else:
+            text = scope["path"]
+            if root and text.startswith(root):
+                text = text[len(root) :]
+            path = quote(text).encode()
+        query = scope.get("query_string", b"")
+        return path + b"?" + query if query else path
+
+    @staticmethod
+    def _client(scope: Scope) -> str:
+        client = scope.get("client")
+        return str(client[0]) if client else ""
+
+    # -- http ------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = self._target(scope)
+        method = scope["method"].encode()
+        session = ClientSession(self.hub, MessageOutbox(0, []), _ignore_close, client=self._client(scope))
+        body = bytearray()
+        answer = None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > session.message_limit:
+                answer = session.body_too_large(target)
+                break
+            if not message.get("more_body", False):
+                break
+        if answer is None:
+            answer = session.request(method, target, scope["headers"], bytes(body))
+            self._flush()
+            assert answer is not None  # an http scope never opens a WebSocket
+        headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == b"HEAD" else answer.body})
+
+    # -- websocket -------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        outbox = MessageOutbox(self.hub.config.limits.outbound_buffer_bytes, self.hub.ready)
+        link = _Link(outbox)
+        outbox.peer = link
+        client = self._client(scope)
+        # /echo exercises the native server's framing; behind ASGI the server frames.
+        session = link.session = ClientSession(self.hub, outbox, link.on_close, client=client, echo_endpoint=False)
+        answer = session.request(b"GET", self._target(scope), scope["headers"], upgrade=True)
+        self._flush()
+        if answer is not None:
+            await self._deny(scope, send, answer.status, answer.headers, answer.body)
+            return
+        if self.hub.closing:
+            session.shutdown()
+        await send({"type": "websocket.accept"})
+        self._links.add(link)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, link, send)
+                tg.start_soon(self._watch, link, tg.cancel_scope)
+                await self._read(link, receive)
+                tg.cancel_scope.cancel()
+        finally:
+            self._links.discard(link)
+            session.leave()
+            self._flush()
+            link.done.set()
+
+    async def _deny(self, scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Refuse an upgrade with a real HTTP response where the server can send one."""
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [*headers, (b"content-length", str(len(body)).encode())]
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _read(self, link: _Link, receive: Receive) -> None:
+        session = link.session
+        assert session is not None
+        while link.close is None:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                session.message(text if text is not None else message.get("bytes") or b"")
+                self._flush()
+            elif kind == "websocket.disconnect":
+                return
+        # Closing: the writer sends the close; keep reading until the server says it went.
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def _write(self, link: _Link, send: Send) -> None:
+        """The one writer of a connection: everything queued at each wake, then the close."""
+        outbox = link.outbox
+        while True:
+            await link.wake.wait()
+            link.wake = anyio.Event()
+            for payload in outbox.take():
+                await send({"type": "websocket.send", "text": _text(payload)})
+            if link.close is not None and not outbox:
+                code, reason = link.close
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+
+    async def _watch(self, link: _Link, scope: anyio.CancelScope) -> None:
+        """Once the relay decided to close, give the writer ``close_timeout`` to get the
+        close out (a client that stopped reading may never let it), then drop the connection."""
+        await link.closing.wait()
+        await anyio.sleep(self.hub.config.limits.close_timeout)
+        scope.cancel()
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def shutdown(self) -> None:
+        """Close every member with 1001 and wait (up to ``shutdown_grace``) for the closes to go out."""
+        self.hub.shutdown()
+        links = list(self._links)
+        for link in links:
+            if link.session is not None:
+                link.session.shutdown()
+        self._flush()
+        with anyio.move_on_after(self.hub.config.server.shutdown_grace):
+            for link in links:
+                await link.done.wait()
+
+
+def _ignore_close(code: int, reason: str) -> None:
+    """Plain HTTP has no WebSocket to close."""
+
+
+def create_app(config: Config | None = None, *, hub: Hub | None = None) -> RelayApp:
+    """An ASGI app for a relay with ``config`` (or serving ``hub``, with the hub's config).
+
+    >>> from relaycore import Config
+    >>> create_app(Config()).hub.config.limits.max_message_bytes
+    102400
+    """
+    if hub is None:
+        hub = Hub(config or Config(), SystemClock(), secure_uids)
+    elif config is not None and config != hub.config:
+        from relaycore import RelayUsageError
+
+        raise RelayUsageError("create_app(config, hub=...): the config differs from hub.config; pass one")
+    return RelayApp(hub)
+
+
+def _from_environment(clock: Clock | None = None, uids: UidSource | None = None) -> RelayApp:
+    """``transports.asgi:app``: the TOML file named by RELAYCORE_CONFIG plus RELAYCORE_* overrides."""
+    from .cli import load_config
+
+    environ = {name: value for name, value in os.environ.items() if name != "RELAYCORE_CONFIG"}
+    config = load_config(os.environ.get("RELAYCORE_CONFIG") or None, environ)
+    return RelayApp(Hub(config, clock or SystemClock(), uids or secure_uids))
+
+
+class _LazyApp:
+    """Builds the configured app on first use, so that importing this module reads nothing."""
+
+    _app: RelayApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = _from_environment()
+        await self._app(scope, receive, send)
+
+
+#: The app ``uvicorn transports.asgi:app`` and ``hypercorn transports.asgi:app`` serve.
+app = _LazyApp()
