@@ -50,6 +50,8 @@ __all__ = ["Connection", "State"]
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER_BYTES = 16 * 1024
+#: How long a connection that ended with a plain HTTP answer stays half-closed (see linger).
+LINGER_SECONDS = 1.0
 #: The opt-in /echo endpoint takes messages up to this size (or max_message_bytes if that
 #: is larger): the largest message a conformance suite (Autobahn, cases 9.x) sends. It also
 #: lets this much (or outbound_buffer_bytes) wait unread, plus the message being echoed,
@@ -140,6 +142,43 @@ class Connection:
         HTTP answer waits to be written (call :meth:`resume` once the outbox is empty).
         """
         return not self._held and self.outbox.size <= self.outbox.limit
+
+    @property
+    def writing(self) -> bool:
+        """True while bytes wait to be written: watch the socket for writability."""
+        return self.outbox.size > 0
+
+    @property
+    def finished(self) -> bool:
+        """True once the connection is ``CLOSED`` and everything it owed has been written."""
+        return self.state is State.CLOSED and not self.outbox.size
+
+    @property
+    def linger(self) -> float:
+        """How long a finished connection stays half-closed before the socket is closed.
+
+        After a plain HTTP answer the client may still be sending (a body the relay did not
+        want); closing at once could reset the connection before it read the answer. So
+        the transport shuts down its writing side and reads (discarding) until the client's
+        end of file, for at most this many seconds. A WebSocket ends with its close
+        handshake: 0.
+        """
+        return 0.0 if self.upgraded else LINGER_SECONDS
+
+    def data_to_send(self) -> bytes:
+        """The next bytes to write (up to about 256 KiB); report what the socket took with :meth:`sent`."""
+        return self.outbox.view()
+
+    def sent(self, n: int) -> None:
+        """The socket took the first ``n`` bytes of :meth:`data_to_send`.
+
+        Once everything is written the connection goes on with input it held back
+        (:meth:`resume`), which may queue more: check :attr:`writing` again.
+        """
+        outbox = self.outbox
+        outbox.consume(n)
+        if not outbox.size:
+            self.resume()
 
     def resume(self) -> None:
         """The transport wrote the whole outbox: go on with input held back meanwhile.

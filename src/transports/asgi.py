@@ -187,7 +187,9 @@ class RelayApp:
             self._flush()
             link.done.set()
 
-    async def _deny(self, scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    async def _deny(
+        self, scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
         """Refuse an upgrade with a real HTTP response where the server can send one."""
         if "websocket.http.response" in scope.get("extensions", {}):
             headers = [*headers, (b"content-length", str(len(body)).encode())]

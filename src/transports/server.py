@@ -59,7 +59,6 @@ log = logging.getLogger("relaycore.server")
 # call (~14 us, against ~2 us for a 64 KiB read of a small message).
 READ_SIZE = 64 * 1024
 ACCEPT_BURST = 64
-LINGER_SECONDS = 1.0
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _NO_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -653,7 +652,8 @@ class RelayServer:
             assert peer.tls_out is not None
             with contextlib.suppress(OSError):
                 peer.sock.send(peer.tls_out.read())
-        if peer.conn.upgraded or peer.dead:
+        linger = peer.conn.linger
+        if not linger or peer.dead:
             self._close(peer)
             return
         # A refused HTTP request may have unread input (a body we did not want); closing
@@ -665,7 +665,7 @@ class RelayServer:
             self._close(peer)
             return
         peer.phase = Phase.LINGER
-        peer.deadline = self.hub.clock.monotonic() + LINGER_SECONDS
+        peer.deadline = self.hub.clock.monotonic() + linger
 
     def _close(self, peer: Peer) -> None:
         """Forget the socket and close it (idempotent)."""
