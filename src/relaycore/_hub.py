@@ -45,6 +45,7 @@ __all__ = ["Channel", "Clock", "Hub", "Member", "Session", "UidSource"]
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
 SLOW_CONSUMER = "slow consumer"
+JOIN_KEY_REQUIRED = "Joining requires a valid joinKey."
 INVALID_JSON = "Invalid JSON message."
 BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_POLICY = 1008
@@ -354,7 +355,7 @@ class Hub:
         if reservation is not None:
             key_in_play = reservation.join_key is not None or options.join_key is not None
             if key_in_play and not _same_key(options.join_key, reservation.join_key):
-                raise HTTPError(403, "Joining requires a valid joinKey.")
+                raise HTTPError(403, JOIN_KEY_REQUIRED)
             if options.send_key is not None:
                 if not _same_key(options.send_key, reservation.send_key):
                     raise HTTPError(403, "Invalid sendKey for this namespace.")
@@ -366,7 +367,7 @@ class Hub:
             channel.send_key = options.send_key
             return True
         if channel.join_key is not None and not _same_key(options.join_key, channel.join_key):
-            raise HTTPError(403, "Joining requires a valid joinKey.")
+            raise HTTPError(403, JOIN_KEY_REQUIRED)
         return channel.send_key is None or _same_key(options.send_key, channel.send_key)
 
     def _new_uid(self, channel: Channel) -> str:

@@ -75,6 +75,10 @@ class Answer:
         return f"<Answer {self.status} {self.body[:60]!r}>"
 
 
+def _method_not_allowed(allowed: bytes) -> HTTPError:
+    return HTTPError(405, "Method not allowed.", [(b"allow", allowed)])
+
+
 def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answer:
     return Answer(status, body, [(b"content-type", content_type)])
 
@@ -205,7 +209,7 @@ class ClientSession:
     ) -> None:
         """Open a WebSocket: join ``raw_channel``, or (None) the opt-in ``/echo`` endpoint."""
         if method != b"GET":
-            raise HTTPError(405, "Method not allowed.", [(b"allow", b"GET")])
+            raise _method_not_allowed(b"GET")
         if not upgrade:
             raise self.upgrade_required()
         greeting = handshake() if handshake is not None else b""
@@ -222,7 +226,7 @@ class ClientSession:
 
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer:
         if method != b"POST":
-            raise HTTPError(405, "Method not allowed.", [(b"allow", b"POST")])
+            raise _method_not_allowed(b"POST")
         channel = parse_channel(raw_channel)
         key = next((value for name, value in headers if name == b"x-send-key"), None)
         if len(body) > self.message_limit:

@@ -7,6 +7,7 @@ ARCHITECTURE.md: ``relaycore`` never imports ``transports``, ``anyio``, ``asynci
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,8 @@ def forbidden_imports(source: str, filename: str) -> list[str]:
 
 def test_the_core_package_has_modules_to_check() -> None:
     assert CORE.name == "relaycore"
-    assert {p.name for p in MODULES} >= {"__init__.py", "_hub.py", "_connection.py", "_wire.py", "testing.py"}
+    expected = {"__init__.py", "_hub.py", "_session.py", "_connection.py", "_wire.py", "testing.py"}
+    assert {p.name for p in MODULES} >= expected
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
@@ -85,3 +87,70 @@ def test_importing_relaycore_loads_no_event_loop_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+# -- one rule, one place ------------------------------------------------------------------
+
+SOURCES = sorted((CORE.parent).rglob("*.py"))  # relaycore and transports
+PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def _code_patterns(source: str) -> list[re.Pattern[str]]:
+    """Every string literal of ``source`` but docstrings, as a pattern (an f-string's
+    replacement fields match anything)."""
+    tree = ast.parse(source)
+    skip = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    patterns = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts, literal = [], 0
+            for value in node.values:
+                skip.add(id(value))
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    parts.append(re.escape(value.value))
+                    literal += len(value.value.strip())
+                else:
+                    parts.append(".+?")
+            if literal >= 6:  # `f"{phrase}."` says nothing of its own
+                patterns.append(re.compile("".join(parts), re.DOTALL))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            patterns.append(re.compile(re.escape(node.value), re.DOTALL))
+    return patterns
+
+
+def _protocol_texts() -> list[str]:
+    """The error and refusal texts docs/protocol.md promises (backticked sentences in its tables)."""
+    texts = []
+    for line in PROTOCOL_DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("|"):
+            for quoted in line.split("`")[1::2]:
+                text = quoted.split('"error":"')[-1].rstrip('"}')
+                if text[:1].isupper() and text.endswith(".") and " " in text:
+                    texts.append(text)
+    return sorted(set(texts))
+
+
+def test_protocol_doc_lists_the_texts() -> None:
+    texts = _protocol_texts()
+    assert "Invalid JSON message." in texts and "Too many pushes; slow down." in texts and len(texts) > 15
+
+
+@pytest.mark.parametrize("text", _protocol_texts())
+def test_each_protocol_text_is_written_once_in_src(text: str) -> None:
+    """ARCHITECTURE.md: each decision is made once; so each text the clients see is written
+    once in src/ (relaycore and transports), and every front door gets it from there."""
+    sample = re.sub(r"<[^>]*>", "x", text)  # `User <uid> not found.` -> `User x not found.`
+    where = [
+        f"{path.name}: {pattern.pattern}"
+        for path in SOURCES
+        for pattern in _code_patterns(path.read_text(encoding="utf-8"))
+        if pattern.fullmatch(sample)
+    ]
+    assert len(where) == 1, f"{text!r} is written {len(where)} times in src/: {where}"
