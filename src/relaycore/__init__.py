@@ -11,10 +11,11 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 
 from __future__ import annotations
 
+from ._backplane import Backplane, JoinRequest, LocalBackplane
 from ._config import Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._errors import HTTPError, RelayUsageError
-from ._hub import Channel, Clock, Hub, Member, Session, UidSource
+from ._hub import Channel, Clock, Hub, JoiningSession, Member, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
 from ._session import Answer, ClientSession, __version__
@@ -22,6 +23,7 @@ from ._wire import parse_json, text_frame
 
 __all__ = [
     "Answer",
+    "Backplane",
     "Channel",
     "ClientSession",
     "Clock",
@@ -31,7 +33,10 @@ __all__ = [
     "HTTPError",
     "Hub",
     "JoinOptions",
+    "JoinRequest",
+    "JoiningSession",
     "LimitsConfig",
+    "LocalBackplane",
     "Member",
     "MessageOutbox",
     "NamespaceConfig",

@@ -98,7 +98,9 @@ class Connection:
         #: Bytes waiting for this connection's socket.
         self.outbox = hub.new_outbox()
         #: Where every decision about this client is made.
-        self.session = ClientSession(hub, self.outbox, self._send_close, client=client)
+        self.session = ClientSession(
+            hub, self.outbox, self._send_close, client=client, on_open=self._opened, on_refuse=self._join_refused
+        )
         self.state = State.HTTP
         #: The close code this side sent or answered with, once closing.
         self.close_code: int | None = None
@@ -114,6 +116,8 @@ class Connection:
         self._size = 0
         #: An HTTP answer waits to be written before the next request is looked at.
         self._held = False
+        #: An upgrade waits for the backplane's decision on its join.
+        self._waiting = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.client or '?'} {self.state.value}>"
@@ -141,7 +145,7 @@ class Connection:
         False while more than ``outbound_buffer_bytes`` wait in the outbox, and while an
         HTTP answer waits to be written (call :meth:`resume` once the outbox is empty).
         """
-        return not self._held and self.outbox.size <= self.outbox.limit
+        return not self._held and not self._waiting and self.outbox.size <= self.outbox.limit
 
     @property
     def writing(self) -> bool:
@@ -246,6 +250,7 @@ class Connection:
             return
         if state is State.HTTP:
             self.problem = "no complete request in time"
+            self.session.leave()  # a join still waiting for the backplane is withdrawn
             self.state = State.CLOSED
         elif state is State.CLOSING:
             self.problem = "no answer to the close frame in time"
@@ -350,13 +355,30 @@ class Connection:
             handshake=lambda: _greeting(request),
         )
         if answer is None:
-            self._switch()
+            if self.session.pending:
+                self._waiting = True  # nothing more is read until the backplane decides
+            else:
+                self._switch()
             return
         if upgrade:
             self._refuse(answer)
             return
         self._respond(answer)
         self._next_cycle()
+
+    def _opened(self) -> None:
+        """The session's ``on_open``: the backplane admitted the pending join."""
+        self._waiting = False
+        if self.state is State.HTTP:
+            self._switch()
+        else:  # the connection ended while the join waited
+            self.session.leave()
+
+    def _join_refused(self, answer: Answer) -> None:
+        """The session's ``on_refuse``: the backplane refused the pending join."""
+        self._waiting = False
+        if self.state is State.HTTP:
+            self._refuse(answer)
 
     def _switch(self) -> None:
         """The session opened a WebSocket: from now on the bytes are frames."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from ._backplane import Backplane, JoinRequest, LocalBackplane
 from ._config import Config, NamespaceConfig
-from ._errors import HTTPError
+from ._errors import HTTPError, RelayUsageError
 from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
 from ._outbox import Outbox
@@ -41,7 +42,7 @@ from ._wire import (
     text_frame,
 )
 
-__all__ = ["Channel", "Clock", "Hub", "Member", "Session", "UidSource"]
+__all__ = ["Channel", "Clock", "Hub", "JoiningSession", "Member", "Session", "UidSource"]
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
 SLOW_CONSUMER = "slow consumer"
@@ -72,10 +73,26 @@ class Clock(Protocol):
 
 
 class Session(Protocol):
-    """What the hub needs of a connection: a way to close it on its own initiative."""
+    """What the hub needs of a connection: a way to close it on its own initiative.
+
+    A session whose joins a backplane may decide later (see :class:`~relaycore.Backplane`)
+    also has ``joined(member)`` and ``join_refused(error)``, as
+    :class:`~relaycore.ClientSession` does.
+    """
 
     def kick(self, code: int, reason: str) -> None:
         """Close the connection with a WebSocket close ``code`` (the hub already removed it)."""
+
+
+@runtime_checkable
+class JoiningSession(Session, Protocol):
+    """A session that can wait for a join a backplane decides later."""
+
+    def joined(self, member: Member) -> None:
+        """The join was admitted: ``member`` is in, its self-join is in the outbox."""
+
+    def join_refused(self, error: HTTPError) -> None:
+        """The join was refused (403): nothing changed in the hub."""
 
 
 class Member:
@@ -152,10 +169,12 @@ class Hub:
     >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
     """
 
-    def __init__(self, config: Config, clock: Clock, uids: UidSource) -> None:
+    def __init__(self, config: Config, clock: Clock, uids: UidSource, *, backplane: Backplane | None = None) -> None:
         self.config = config
         self.clock = clock
         self._uids = uids
+        #: Decides joins: at once in memory (the default), or later for a cluster.
+        self.backplane: Backplane = backplane or LocalBackplane()
         self._namespaces = NamespaceTable(config.namespaces)
         #: Live channels by name.
         self.channels: dict[str, Channel] = {}
@@ -199,14 +218,42 @@ class Hub:
 
     # -- membership ---------------------------------------------------------------
 
-    def join(self, name: str, options: JoinOptions, outbox: Outbox, session: Session, greeting: bytes = b"") -> Member:
-        """Admit a connection to channel ``name``.
+    def join(
+        self, name: str, options: JoinOptions, outbox: Outbox, session: Session, greeting: bytes = b""
+    ) -> Member | None:
+        """Ask to admit a connection to channel ``name``; the backplane decides.
 
-        Raises HTTPError(403) when the keys do not allow it (no state is changed then).
-        On success the joiner's outbox holds ``greeting`` (bytes that must come first, such
-        as the handshake response) then its self-join frame, and every other member got a
-        join event.
+        Decided at once (always, with the default in-memory backplane): raises HTTPError(403)
+        when the keys do not allow it (no state is changed then); on success returns the
+        member, the joiner's outbox holds ``greeting`` (bytes that must come first, such as
+        the handshake response) then its self-join frame, and every other member got a join
+        event. Decided later: returns None, and the session hears ``joined(member)`` or
+        ``join_refused(error)`` from :meth:`resolve_join`.
         """
+        return self.backplane.join(self, JoinRequest(name, options, outbox, session, greeting))
+
+    def resolve_join(self, request: JoinRequest) -> Member | None:
+        """A backplane decided ``request`` later: admit it now and tell its session."""
+        session = request.session
+        if not isinstance(session, JoiningSession):
+            raise RelayUsageError("a join decided later needs a session with joined() and join_refused()")
+        try:
+            member = self.admit(request)
+        except HTTPError as exc:
+            session.join_refused(exc)
+            return None
+        session.joined(member)
+        return member
+
+    def admit(self, request: JoinRequest) -> Member:
+        """Decide ``request`` in this process (the in-memory backplane's decision)."""
+        name, options, outbox, session, greeting = (
+            request.name,
+            request.options,
+            request.outbox,
+            request.session,
+            request.greeting,
+        )
         channel = self.channels.get(name)
         fresh = channel is None
         if channel is None:

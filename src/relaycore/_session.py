@@ -7,7 +7,9 @@ the loss of the connection. The session answers with decisions and effects:
 
 - an :class:`Answer` (status, headers, body) for every plain HTTP request and for every
   refused upgrade; ``None`` from :meth:`ClientSession.request` when a WebSocket opened, with
-  what must go first (the handshake answer, the self-join) already in the outbox;
+  what must go first (the handshake answer, the self-join) already in the outbox, or when
+  the hub's backplane decides the join later (:attr:`ClientSession.pending`): the session
+  then calls the transport's ``on_open()`` or ``on_refuse(answer)``;
 - messages for this client and for others, put into outboxes through the hub;
 - a close, handed to the transport's ``on_close(code, reason)`` exactly once.
 
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from ._errors import HTTPError
+from ._errors import HTTPError, RelayUsageError
 from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
@@ -101,15 +103,19 @@ class ClientSession:
 
     __slots__ = (
         "_on_close",
+        "_on_open",
+        "_on_refuse",
         "_peer_address",
         "client",
         "closing",
         "echo",
         "echo_endpoint",
+        "gone",
         "hub",
         "member",
         "message_limit",
         "outbox",
+        "pending",
         "problem",
     )
 
@@ -121,11 +127,19 @@ class ClientSession:
         *,
         client: str = "",
         echo_endpoint: bool | None = None,
+        on_open: Callable[[], None] | None = None,
+        on_refuse: Callable[[Answer], None] | None = None,
     ) -> None:
         self.hub = hub
         #: Where everything for this client goes (frames or whole messages).
         self.outbox = outbox
         self._on_close = on_close
+        self._on_open = on_open
+        self._on_refuse = on_refuse
+        #: A join is waiting for the backplane's decision.
+        self.pending = False
+        #: The client went away (it may still have a join pending).
+        self.gone = False
         #: The address the per-client limits count (the forwarded client's, once a request
         #: from a trusted proxy says who that is).
         self.client = client
@@ -223,6 +237,27 @@ class ClientSession:
             return
         self.hub.admit_connection(self.client)
         self.member = self.hub.join(channel, options, self.outbox, self, greeting)
+        if self.member is None:
+            if self._on_open is None or self._on_refuse is None:
+                raise RelayUsageError("this hub decides joins later: give the session on_open and on_refuse")
+            self.pending = True
+
+    def joined(self, member: Member) -> None:
+        """The backplane admitted the pending join (the :class:`~relaycore.JoiningSession` side)."""
+        self.pending = False
+        if self.gone:  # the client left while it waited
+            self.hub.leave(member)
+            return
+        self.member = member
+        assert self._on_open is not None
+        self._on_open()
+
+    def join_refused(self, error: HTTPError) -> None:
+        """The backplane refused the pending join."""
+        self.pending = False
+        if not self.gone:
+            assert self._on_refuse is not None
+            self._on_refuse(self.refusal(error))
 
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer:
         if method != b"POST":
@@ -303,6 +338,7 @@ class ClientSession:
 
     def leave(self) -> None:
         """The client is gone (it closed, or the connection was lost): leave the channel."""
+        self.gone = True
         member = self.member
         if member is not None:
             self.hub.leave(member)

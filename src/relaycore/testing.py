@@ -2,6 +2,8 @@
 
 - :class:`FakeClock`: time that moves only when told.
 - :func:`seeded_uids`: a reproducible uid source.
+- :class:`DeferredBackplane`: joins decided only when told, to test transports against
+  a backplane that answers later (a cluster's).
 - :class:`VirtualClient`: a member of a hub driven by plain calls, which records the
   frames it receives as decoded JSON.
 
@@ -22,11 +24,13 @@ from typing import Any
 
 import msgspec
 
+from ._backplane import JoinRequest
+from ._errors import RelayUsageError
 from ._hub import Hub, Member
 from ._names import JoinOptions
 from ._outbox import MessageOutbox
 
-__all__ = ["FakeClock", "VirtualClient", "seeded_uids"]
+__all__ = ["DeferredBackplane", "FakeClock", "VirtualClient", "seeded_uids"]
 
 _UID_ALPHABET = string.ascii_letters + string.digits
 
@@ -72,7 +76,10 @@ class VirtualClient:
         self.outbox = MessageOutbox(hub.config.limits.outbound_buffer_bytes, hub.ready)
         self.kicked: tuple[int, str] | None = None
         self._inbox: list[Any] = []
-        self.member: Member = hub.join(channel, JoinOptions(**options), self.outbox, self)
+        member = hub.join(channel, JoinOptions(**options), self.outbox, self)
+        if member is None:
+            raise RelayUsageError("a VirtualClient needs a hub whose backplane decides joins at once")
+        self.member: Member = member
 
     @property
     def uid(self) -> str:
@@ -102,3 +109,31 @@ class VirtualClient:
         """Every frame received so far, decoded, oldest first."""
         self._inbox.extend(msgspec.json.decode(chunk) for chunk in self.outbox.take())
         return self._inbox
+
+
+class DeferredBackplane:
+    """A backplane that decides joins only when told, as a cluster's does after a round trip.
+
+    >>> from relaycore import Config, Hub
+    >>> backplane = DeferredBackplane()
+    >>> hub = Hub(Config(), FakeClock(), seeded_uids(1), backplane=backplane)
+    >>> len(backplane.requests), backplane.decide()
+    (0, 0)
+    """
+
+    def __init__(self) -> None:
+        #: Joins waiting for a decision, oldest first.
+        self.requests: list[JoinRequest] = []
+        self._hub: Hub | None = None
+
+    def join(self, hub: Hub, request: JoinRequest) -> None:
+        self._hub = hub
+        self.requests.append(request)
+
+    def decide(self) -> int:
+        """Decide every waiting join, oldest first (in this process); return how many."""
+        requests, self.requests = self.requests, []
+        for request in requests:
+            assert self._hub is not None
+            self._hub.resolve_join(request)
+        return len(requests)

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import anyio
 
-from relaycore import ClientSession, Clock, Config, Hub, MessageOutbox, UidSource
+from relaycore import Answer, ClientSession, Clock, Config, Hub, MessageOutbox, UidSource
 
 from ._clock import SystemClock, secure_uids
 
@@ -63,7 +63,7 @@ def _text(payload: bytes) -> str:
 class _Link:
     """One WebSocket connection's side of the app: its outbox, its writer's wake-up, its close."""
 
-    __slots__ = ("close", "closing", "done", "outbox", "session", "wake")
+    __slots__ = ("close", "closing", "decided", "done", "outbox", "refusal", "session", "wake")
 
     def __init__(self, outbox: MessageOutbox) -> None:
         self.outbox = outbox
@@ -72,7 +72,17 @@ class _Link:
         self.close: tuple[int, str] | None = None
         self.closing = anyio.Event()
         self.done = anyio.Event()
+        #: Set once a join the backplane decides later is decided (refusal: its answer).
+        self.decided = anyio.Event()
+        self.refusal: Answer | None = None
         self.session: ClientSession | None = None
+
+    def on_open(self) -> None:
+        self.decided.set()
+
+    def on_refuse(self, answer: Answer) -> None:
+        self.refusal = answer
+        self.decided.set()
 
     def on_close(self, code: int, reason: str) -> None:
         self.close = (code, reason)
@@ -98,8 +108,10 @@ class RelayApp:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Wake the writer of every outbox the core just filled (the hub never awaits)."""
+    def flush(self) -> None:
+        """Wake the writer of every outbox the core just filled (the hub never awaits).
+
+        Call it after anything else calls into the hub (a backplane resolving a join)."""
         for outbox in self.hub.take_ready():
             link = outbox.peer
             if link is not None:
@@ -148,7 +160,7 @@ class RelayApp:
                 break
         if answer is None:
             answer = session.request(method, target, scope["headers"], bytes(body))
-            self._flush()
+            self.flush()
             assert answer is not None  # an http scope never opens a WebSocket
         headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -165,9 +177,25 @@ class RelayApp:
         outbox.peer = link
         client = self._client(scope)
         # /echo exercises the native server's framing; behind ASGI the server frames.
-        session = link.session = ClientSession(self.hub, outbox, link.on_close, client=client, echo_endpoint=False)
+        session = link.session = ClientSession(
+            self.hub,
+            outbox,
+            link.on_close,
+            client=client,
+            echo_endpoint=False,
+            on_open=link.on_open,
+            on_refuse=link.on_refuse,
+        )
         answer = session.request(b"GET", self._target(scope), scope["headers"], upgrade=True)
-        self._flush()
+        self.flush()
+        if answer is None and session.pending:
+            with anyio.move_on_after(self.hub.config.limits.handshake_timeout):
+                await link.decided.wait()
+            if session.pending:  # no decision in time: withdraw, refuse without an answer
+                session.leave()
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            answer = link.refusal
         if answer is not None:
             await self._deny(scope, send, answer.status, answer.headers, answer.body)
             return
@@ -184,7 +212,7 @@ class RelayApp:
         finally:
             self._links.discard(link)
             session.leave()
-            self._flush()
+            self.flush()
             link.done.set()
 
     async def _deny(
@@ -207,7 +235,7 @@ class RelayApp:
             if kind == "websocket.receive":
                 text = message.get("text")
                 session.message(text if text is not None else message.get("bytes") or b"")
-                self._flush()
+                self.flush()
             elif kind == "websocket.disconnect":
                 return
         # Closing: the writer sends the close; keep reading until the server says it went.
@@ -253,7 +281,7 @@ class RelayApp:
         for link in links:
             if link.session is not None:
                 link.session.shutdown()
-        self._flush()
+        self.flush()
         with anyio.move_on_after(self.hub.config.server.shutdown_grace):
             for link in links:
                 await link.done.wait()
