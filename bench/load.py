@@ -4,8 +4,8 @@ Runs as its own process pinned to one core (``--cpu``, default 1) and drives
 a relay on 127.0.0.1 with the epoll client engine in ``wsclient.py``. Prints
 one JSON object with the figures on stdout; progress goes to stderr.
 
-Scenarios: ``fanout`` (bursty then paced), ``latency``, ``channels``,
-``connrate`` and ``memory``. Example:
+Scenarios: ``fanout`` (bursty then paced), ``stalled`` (bursty with one member
+that never reads), ``latency``, ``channels``, ``connrate`` and ``memory``. Example:
 ``python bench/load.py --port 8080 --scenario fanout --n 1000 --duration 5``
 """
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from measure import Window, percentile, proc_rss_kb
-from wsclient import Conn, Engine, client_frame, make_message, raise_nofile_limit
+from wsclient import CLOSED, OPEN, Conn, Engine, client_frame, make_message, raise_nofile_limit
 
 CONNECT_CONCURRENCY = 64
 MAX_COALESCE = 0.02
@@ -89,52 +90,87 @@ class Bench:
         return ok
 
 
+class Feeder:
+    """Numbered benchmark messages sent on one connection."""
+
+    def __init__(self, conn: Conn, size: int) -> None:
+        self.conn = conn
+        self.size = size
+        self.seq = 0  # messages sent so far
+
+    def send(self, count: int) -> None:
+        frames = [client_frame(make_message(self.seq + i, self.size)) for i in range(count)]
+        self.seq += count
+        self.conn.send(b"".join(frames))
+
+
+class Bursty:
+    """The bursty sender, as an Engine hook: ``window`` messages in flight, a message
+    being acknowledged when its echo comes back to the sender. A guard also stops
+    sending while the ``n`` receivers counted in ``engine.delivered`` are owed more
+    than ``2 * window`` messages each, and the read coalescing follows the ack rate."""
+
+    def __init__(self, engine: Engine, feeder: Feeder, n: int, window: int) -> None:
+        self.engine = engine
+        self.feeder = feeder
+        self.n = n
+        self.window = window
+        self.guard = 2 * window * n  # cap on frames still owed to the receivers
+        self.sent0 = feeder.seq
+        self.acked0 = feeder.conn.data
+        self.deliv0 = engine.delivered
+        self.last = (time.perf_counter(), feeder.conn.data)
+
+    @property
+    def sent(self) -> int:
+        return self.feeder.seq - self.sent0
+
+    @property
+    def acked(self) -> int:
+        return self.feeder.conn.data - self.acked0
+
+    def __call__(self) -> None:
+        eng = self.engine
+        sent = self.sent
+        room = self.window - (sent - self.acked)
+        if room > 0 and sent * self.n - (eng.delivered - self.deliv0) < self.guard:
+            self.feeder.send(room)
+        now = time.perf_counter()
+        then, acks = self.last
+        if now - then >= 0.1:
+            # Read each socket about every window/4 messages (see README).
+            rate = (self.feeder.conn.data - acks) / (now - then)
+            if rate > 0:  # no acks in this interval: keep the previous value
+                eng.coalesce = min(MAX_COALESCE, self.window / 4 / rate)
+            self.last = (now, self.feeder.conn.data)
+
+    def done(self) -> bool:
+        """Every message sent reached every receiver and came back to the sender."""
+        return self.engine.delivered - self.deliv0 >= self.sent * self.n and self.acked >= self.sent
+
+
 def fanout(b: Bench) -> dict[str, Any]:
     args = b.args
     n, size = args.n, args.size
     eng = b.engine
     _receivers, sender = b.fanout_setup(n, "?echo=true")
     result: dict[str, Any] = {"n": n, "size": size}
-    seq = [0]
-
-    def send_batch(count: int) -> None:
-        frames = [client_frame(make_message(seq[0] + i, size)) for i in range(count)]
-        seq[0] += count
-        sender.send(b"".join(frames))
+    feeder = Feeder(sender, size)
 
     if "bursty" in args.modes:
-        sent0, acked0, deliv0 = seq[0], sender.data, eng.delivered
-        guard = 2 * args.window * n  # cap on frames still owed to receivers
-
-        last = [time.perf_counter(), sender.data]
-
-        def bursty_hook() -> None:
-            sent = seq[0] - sent0
-            room = args.window - (sent - (sender.data - acked0))
-            if room > 0 and sent * n - (eng.delivered - deliv0) < guard:
-                send_batch(room)
-            now = time.perf_counter()
-            if now - last[0] >= 0.1:
-                # Read each socket about every window/4 messages (see README).
-                rate = (sender.data - last[1]) / (now - last[0])
-                if rate > 0:  # no acks in this interval: keep the previous value
-                    eng.coalesce = min(MAX_COALESCE, args.window / 4 / rate)
-                last[:] = [now, sender.data]
-
-        eng.run(lambda: False, args.warmup, bursty_hook)
+        bursty = Bursty(eng, feeder, n, args.window)
+        eng.run(lambda: False, args.warmup, bursty)
         win = Window(args, lambda: eng.delivered)
-        eng.run(lambda: False, args.duration, bursty_hook)
+        eng.run(lambda: False, args.duration, bursty)
         result["bursty"] = win.result()
-        result["bursty"]["messages"] = seq[0] - sent0
+        result["bursty"]["messages"] = bursty.sent
         result["bursty"]["coalesce_ms"] = round(eng.coalesce * 1000, 2)
         eng.coalesce = 0.0
-        total = seq[0] - sent0
-        b.drain(lambda: eng.delivered - deliv0 >= total * n and sender.data - acked0 >= total, "bursty")
+        b.drain(bursty.done, "bursty")
         log(f"bursty n={n}: {result['bursty']['rate']:.0f} deliveries/s")
 
     if "paced" in args.modes:
-        deliv0 = eng.delivered
-        sent0 = seq[0]
+        sent0 = feeder.seq
         failed0 = eng.failed
         started = [0.0]
         target = [eng.delivered]
@@ -145,13 +181,13 @@ def fanout(b: Bench) -> dict[str, Any]:
             now = time.perf_counter()
             done = eng.delivered >= target[0]
             if done or now - started[0] > PACED_STALL:
-                if seq[0] > sent0:
+                if feeder.seq > sent0:
                     fan_times.append(now - started[0])
                     stalls[0] += not done
                 started[0] = now
                 # All receivers still connected must get the next message.
                 target[0] = eng.delivered + n - (eng.failed - failed0)
-                send_batch(1)
+                feeder.send(1)
 
         eng.run(lambda: False, args.warmup, paced_hook)
         first = len(fan_times)
@@ -170,6 +206,113 @@ def fanout(b: Bench) -> dict[str, Any]:
     if eng.failed:
         result["last_failure"] = eng.last_failure
     return result
+
+
+STALL_GAP = 1.0  # seconds without a delivery to the live receivers that count as a stall
+#: The stalled receiver's socket: the smallest receive buffer (the kernel makes it about
+#: 2 KB) and a 256-byte MSS advertised in its SYN. With the receive buffer alone, Linux
+#: still lets the relay's send buffer for it grow to megabytes on loopback, and a stall
+#: would take minutes of 100-byte messages to show; with both, the relay's kernel holds
+#: about 30 KB for it and the rest is up to the relay.
+STALL_SOCKOPTS = (
+    (socket.SOL_SOCKET, socket.SO_RCVBUF, 1024),
+    (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 256),
+)
+
+
+def stalled(b: Bench) -> dict[str, Any]:
+    """Bursty fan-out to N live receivers while one member of the channel never reads."""
+    args = b.args
+    n, size = args.n, args.size
+    eng = b.engine
+    channel = f"/c/stall-{b.tag}"
+    t0 = time.perf_counter()
+    # The stalled member joins first, reads its self-join and nothing after: the join
+    # notices of everyone after it are the first things the relay holds for it.
+    stuck = eng.connect(channel, receiver=False, sockopts=STALL_SOCKOPTS)
+    if not eng.run(lambda: (stuck.state == OPEN and bool(stuck.uid)) or stuck.state == CLOSED, args.setup_timeout):
+        raise RuntimeError("stalled receiver: no self-join")
+    if stuck.state == CLOSED:
+        raise RuntimeError(f"stalled receiver failed: {eng.last_failure}")
+    stuck.pause()
+    receivers = b.connect_many([channel] * n, args.setup_timeout)
+    sender = b.connect_many([channel + "?echo=true"], args.setup_timeout)[0]
+    sender.receiver = False
+    members = n + 2
+    b.wait_others(sum(members - r.total for r in receivers), args.setup_timeout, "join notices")
+    log(f"stalled setup n={n}: {time.perf_counter() - t0:.1f}s")
+
+    others0, leaves0, failed0 = eng.others, eng.leaves, eng.failed
+    data0 = {r: r.data for r in receivers}
+    bursty = Bursty(eng, Feeder(sender, size), n, args.window)
+    clock = {"start": time.perf_counter(), "progress": time.perf_counter(), "gap": 0.0, "count": eng.delivered}
+    dropped_at: list[float] = []
+
+    def track() -> None:
+        now = time.perf_counter()
+        if eng.delivered != clock["count"]:
+            clock["count"] = eng.delivered
+            clock["progress"] = now
+        elif bursty.sent and not bursty.done():
+            # Messages are owed and nothing arrives: the relay is not delivering.
+            clock["gap"] = max(clock["gap"], now - clock["progress"])
+        else:
+            clock["progress"] = now
+        if not dropped_at and eng.leaves > leaves0:
+            dropped_at.append(now - clock["start"])
+
+    def hook() -> None:
+        bursty()
+        track()
+
+    eng.run(lambda: False, args.warmup, hook)
+    win = Window(args, lambda: eng.delivered)
+    eng.run(lambda: False, args.duration, hook)
+    out: dict[str, Any] = {"n": n, "size": size, "window": win.result()}
+    out["rate"] = out["window"]["rate"]
+    # Also from the first message on: a relay that stalled during the warm-up has 0 above.
+    out["rate_from_start"] = (eng.delivered - bursty.deliv0) / (time.perf_counter() - clock["start"])
+    eng.coalesce = 0.0
+    # Bounded: a relay that stopped delivering never gets there.
+    eng.run(bursty.done, args.stall_drain, track)
+    counts = sorted(r.data - data0[r] for r in receivers)
+    sent = bursty.sent
+    out.update(
+        {
+            "sent": sent,
+            "acked": bursty.acked,
+            "min_received": counts[0] if counts else 0,
+            "max_received": counts[-1] if counts else 0,
+            "receivers_complete": sum(c >= sent for c in counts),
+            "complete": bool(counts) and counts[0] >= sent and eng.failed == failed0,
+            "longest_gap_s": round(clock["gap"], 3),
+            "stalled": clock["gap"] > STALL_GAP,
+            "live_failed": eng.failed - failed0,
+            "other_frames": eng.others - others0,
+        }
+    )
+    # What became of the stalled member: a leave notice to the others means the relay
+    # dropped it; reading it now shows what the relay had kept for it and its close code.
+    dropped = eng.leaves > leaves0
+    data_before, other_before = stuck.data, stuck.other
+    stuck.resume()
+    resumed = time.perf_counter()
+    eng.run(lambda: stuck.state == CLOSED, args.stall_resume)
+    out["stalled_receiver"] = {
+        "dropped": dropped,
+        "dropped_after_s": round(dropped_at[0], 3) if dropped else None,
+        "close_code": stuck.close_code,
+        "closed": stuck.state == CLOSED,
+        "closed_after_resume_s": round(time.perf_counter() - resumed, 3) if stuck.state == CLOSED else None,
+        "read_after": {"data": stuck.data - data_before, "other": stuck.other - other_before},
+    }
+    log(
+        f"stalled n={n}: {out['rate']:.0f} deliveries/s, sent {sent}, received {out['min_received']}.."
+        f"{out['max_received']}, complete={out['complete']} stalled={out['stalled']} "
+        f"(longest gap {out['longest_gap_s']:.2f}s), stalled member dropped={dropped}"
+        f" close={stuck.close_code}"
+    )
+    return out
 
 
 def latency(b: Bench) -> dict[str, Any]:
@@ -306,6 +449,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "channels": channels,
     "connrate": connrate,
     "memory": memory,
+    "stalled": stalled,
 }
 
 
@@ -321,6 +465,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
     p.add_argument("--setup-timeout", type=float, default=300.0)
     p.add_argument("--drain-timeout", type=float, default=20.0)
+    p.add_argument("--stall-drain", type=float, default=2.0, help="stalled: seconds to wait for the last deliveries")
+    p.add_argument("--stall-resume", type=float, default=1.0, help="stalled: seconds reading the stalled member after")
     p.add_argument("--size", type=int, default=100, help="client message bytes")
     p.add_argument("--n", type=int, default=1000, help="fanout/latency receivers")
     p.add_argument("--modes", default="bursty,paced", help="fanout modes")

@@ -10,6 +10,8 @@ from typing import Any
 
 RELAYCORE_PEERS = ("relaycore-asyncio", "relaycore-trio")
 BASELINE_PEERS = ("websockets", "picows")
+#: The relay as an ASGI app and the hand-written Starlette relay, both under uvicorn.
+ASGI_PAIR = ("relaycore-uvicorn", "starlette-uvicorn")
 BUSY_LOAD = 0.9  # load generator CPU share above which a figure may be load-bound
 RELAY_SATURATED = 0.97  # relay CPU share at which the relay itself is the limit
 NOISY = 0.15  # CPU share other processes took on the two cores: figure is noisy
@@ -22,8 +24,10 @@ class Row:
     """One table row: a label and how to read its figure from a peer's steps."""
 
     label: str
-    get: Callable[[Steps], float | None]
+    get: Callable[[Steps], Any]
     window: Callable[[Steps], dict[str, Any] | None] = lambda steps: None  # CPU readings
+    #: For a descriptive row: how to show the value; such rows get no ratios.
+    text: Callable[[Any], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,42 @@ def _getter(key: str, *path: str) -> Callable[[Steps], Any]:
     return lambda steps: _dig(steps, key, *path)
 
 
-def build_tables(fanout_ns: list[int], latency_n: int) -> list[Table]:
+def _received(step: dict[str, Any]) -> str:
+    low, high, sent = step["min_received"], step["max_received"], step["sent"]
+    return f"{low:,}-{high:,}/{sent:,}" if low != high else f"{low:,}/{sent:,}"
+
+
+def _stalled_member(member: dict[str, Any]) -> str:
+    if not member.get("dropped"):
+        return "kept"
+    code = member.get("close_code")
+    return f"dropped {member['dropped_after_s']:.1f}s" + (f" ({code})" if code else "")
+
+
+def stalled_rows() -> list[Row]:
+    def field(show: Callable[[Any], str]) -> Callable[[Steps], str | None]:
+        def get(steps: Steps) -> str | None:
+            step = _dig(steps, "stalled")
+            return None if step is None else show(step)
+
+        return get
+
+    def same(value: Any) -> str:
+        return str(value)
+
+    return [
+        Row("deliveries/s", _getter("stalled", "rate"), lambda s: _dig(s, "stalled", "window")),
+        Row("from 1st message", _getter("stalled", "rate_from_start")),
+        Row("complete", field(lambda st: "yes" if st["complete"] else "NO"), text=same),
+        Row("received/sent", field(_received), text=same),
+        Row("acknowledged", field(lambda st: f"{st['acked']:,}"), text=same),
+        Row("longest gap", field(lambda st: f"{st['longest_gap_s']:.2f}s"), text=same),
+        Row("stalled", field(lambda st: "STALLED" if st["stalled"] else "no"), text=same),
+        Row("stalled member", field(lambda st: _stalled_member(st["stalled_receiver"])), text=same),
+    ]
+
+
+def build_tables(fanout_ns: list[int], latency_n: int, stalled_n: int = 1000) -> list[Table]:
     def fan(mode: str, n: int) -> Row:
         key = f"fanout-{n}"
         return Row(f"N={n}", lambda s: _dig(s, key, mode, "rate"), lambda s: _dig(s, key, mode))
@@ -57,6 +96,12 @@ def build_tables(fanout_ns: list[int], latency_n: int) -> list[Table]:
     return [
         Table("fan-out, bursty (64 in flight)", "deliveries/s", True, [fan("bursty", n) for n in fanout_ns]),
         Table("fan-out, paced (1 in flight)", "deliveries/s", True, [fan("paced", n) for n in fanout_ns]),
+        Table(
+            f"stalled member: bursty fan-out to N={stalled_n} live receivers, one more member never reads",
+            "deliveries/s to the live ones",
+            True,
+            stalled_rows(),
+        ),
         Table(
             f"latency, N={latency_n} at 100 msg/s",
             "ms",
@@ -88,7 +133,10 @@ def build_tables(fanout_ns: list[int], latency_n: int) -> list[Table]:
 
 
 def ratio_pairs(peers: list[str]) -> list[tuple[str, str]]:
-    return [(r, b) for r in RELAYCORE_PEERS if r in peers for b in BASELINE_PEERS if b in peers]
+    pairs = [(r, b) for r in RELAYCORE_PEERS if r in peers for b in BASELINE_PEERS if b in peers]
+    if all(p in peers for p in ASGI_PAIR):
+        pairs.append(ASGI_PAIR)
+    return pairs
 
 
 def _fmt(value: float | None) -> str:
@@ -122,6 +170,12 @@ def render(tables: list[Table], results: dict[str, Steps], peers: list[str]) -> 
         summary[table.title] = {}
         for row in table.rows:
             figures = {p: row.get(results.get(p, {})) for p in peers}
+            if row.text is not None:
+                show = row.text
+                body.append([row.label, *("-" if figures[p] is None else show(figures[p]) for p in peers)])
+                body[-1] += [""] * len(pairs)
+                summary[table.title][row.label] = {"figures": figures}
+                continue
             ratios: dict[str, float | None] = {}
             for r, b in pairs:
                 fr, fb = figures[r], figures[b]
@@ -151,7 +205,41 @@ def render(tables: list[Table], results: dict[str, Steps], peers: list[str]) -> 
                 "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
             )
         lines.extend(f"  note: {n}" for n in notes)
+    if all(p in peers for p in ASGI_PAIR):
+        lines.extend(_asgi_headline(tables, summary))
     return "\n".join(lines), summary
+
+
+def _asgi_headline(tables: list[Table], summary: dict[str, Any]) -> list[str]:
+    """The two ratios the ASGI comparison is about, in one line (and in the summary)."""
+    key = "/".join(ASGI_PAIR)
+    labels = [row.label for row in tables[0].rows]  # the bursty fan-out sizes
+    label = "N=1000" if "N=1000" in labels or not labels else labels[-1]
+    wanted = {f"bursty fan-out {label}": (tables[0].title, label)}
+    stalled = next((t.title for t in tables if t.title.startswith("stalled member")), None)
+    if stalled is not None:
+        # From the first message: the measured window of a relay stalled since the
+        # warm-up holds no delivery and so no ratio.
+        wanted["stalled"] = (stalled, "from 1st message")
+    found: dict[str, float | None] = {}
+    for name, (title, label) in wanted.items():
+        entry = summary.get(title, {}).get(label)
+        if entry is not None:
+            found[name] = entry["ratios"].get(key)
+    if not found:
+        return []
+    summary["asgi"] = {key: found}
+    parts = []
+    for name, value in found.items():
+        if value:
+            parts.append(f"{name} x{_fmt(value)}")
+        else:  # a relay that delivered nothing in the window has no ratio
+            parts.append(f"{name} -")
+    if stalled is not None:
+        complete = summary[stalled].get("complete", {}).get("figures", {})
+        if all(complete.get(p) is not None for p in ASGI_PAIR):
+            parts[-1] += " (complete: " + ", ".join(f"{p} {complete[p]}" for p in ASGI_PAIR) + ")"
+    return [f"\n{key}: " + ", ".join(parts)]
 
 
 def plot_fanout(results: dict[str, Steps], peers: list[str], fanout_ns: list[int], path: Path) -> str | None:

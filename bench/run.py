@@ -1,7 +1,8 @@
 """Benchmark runner: every peer relay against every scenario, one command.
 
-    python bench/run.py [--quick] [--peers relaycore-asyncio,relaycore-trio,websockets,picows]
-                        [--out bench/results]
+    python bench/run.py [--quick] [--peers relaycore-asyncio,relaycore-trio,relaycore-uvicorn,
+                                           websockets,picows,starlette-uvicorn]
+                        [--only fanout-1000,stalled] [--out bench/results]
 
 For each peer and each scenario it starts a fresh relay subprocess on a free
 127.0.0.1 port pinned to one core, waits until the port accepts, runs
@@ -35,7 +36,18 @@ from wsclient import raise_nofile_limit
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
-ALL_PEERS = ["relaycore-asyncio", "relaycore-trio", "websockets", "picows"]
+ALL_PEERS = [
+    "relaycore-asyncio",
+    "relaycore-trio",
+    "relaycore-uvicorn",
+    "websockets",
+    "picows",
+    "starlette-uvicorn",
+]
+#: relaycore's outbound_buffer_bytes in the stalled step: about 230 envelopes of a 100-byte
+#: message. relaycore-bench.toml has 16 MiB, which 100-byte messages to one member take
+#: many minutes to fill; live receivers never have more than a few kB queued.
+STALL_OUTBOX = 32768
 START_TIMEOUT = 20.0
 STOP_GRACE = 3.0
 
@@ -51,6 +63,7 @@ class Step:
     key: str
     args: list[str]
     timeout: float
+    relay_env: dict[str, str] = field(default_factory=dict)  # extra environment for the relay
 
 
 @dataclass
@@ -58,22 +71,36 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     fanout_ns: list[int] = field(default_factory=list)
     latency_n: int = 0
+    stalled_n: int = 0
 
 
 def make_plan(quick: bool, only: set[str] | None, fanout_ns: list[int] | None, duration: float | None) -> Plan:
     if quick:
-        dur, warm, ns, lat_n, pairs, count, settle = 1.0, 0.2, [20], 20, 20, 200, 0.3
+        dur, warm, ns, lat_n, pairs, count, settle, stall_n = 1.0, 0.2, [20], 20, 20, 200, 0.3, 20
     else:
-        dur, warm, ns, lat_n, pairs, count, settle = 5.0, 1.0, [100, 1000, 5000], 1000, 1000, 5000, 1.0
+        dur, warm, ns, lat_n, pairs, count, settle, stall_n = 5.0, 1.0, [100, 1000, 5000], 1000, 1000, 5000, 1.0, 1000
     dur = duration or dur
     ns = fanout_ns or ns
     timing = ["--duration", str(dur), "--warmup", str(warm)]
-    plan = Plan(fanout_ns=ns, latency_n=lat_n)
+    plan = Plan(fanout_ns=ns, latency_n=lat_n, stalled_n=stall_n)
     for n in ns:
         # Setup cost grows with N^2 (every join is announced to the channel).
         setup = 60 + n * n / 20_000
         args = ["--scenario", "fanout", "--n", str(n), "--setup-timeout", str(setup), *timing]
         plan.steps.append(Step(f"fanout-{n}", args, setup * 2 + 4 * (dur + warm) + 60))
+    # The stalled member's buffers fill during a longer warm-up; see README.
+    stall_warm, stall_drain = (warm, 1.0) if quick else (max(warm, 2.0), 2.0)
+    stall_setup = 60 + stall_n * stall_n / 20_000
+    stall_args = ["--scenario", "stalled", "--n", str(stall_n), "--setup-timeout", str(stall_setup)]
+    stall_args += ["--duration", str(dur), "--warmup", str(stall_warm), "--stall-drain", str(stall_drain)]
+    plan.steps.append(
+        Step(
+            "stalled",
+            stall_args,
+            stall_setup * 2 + dur + stall_warm + stall_drain + 60,
+            {"RELAYCORE_LIMITS_OUTBOUND_BUFFER_BYTES": str(STALL_OUTBOX)},
+        )
+    )
     lat_setup = 60 + lat_n * lat_n / 20_000
     plan.steps += [
         Step(
@@ -87,6 +114,8 @@ def make_plan(quick: bool, only: set[str] | None, fanout_ns: list[int] | None, d
     ]
     if only:
         plan.steps = [s for s in plan.steps if s.key in only or s.key.split("-")[0] in only]
+        kept = {s.key for s in plan.steps}
+        plan.fanout_ns = [n for n in ns if f"fanout-{n}" in kept]
     return plan
 
 
@@ -104,17 +133,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def peer_command(peer: str, port: int, relaycore_module: str) -> list[str]:
+def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        *extra,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
+def peer_command(peer: str, port: int, relaycore_module: str) -> tuple[list[str], dict[str, str]]:
+    """The relay's command line and the environment variables it needs on top of ours."""
     py = sys.executable
     common = ["--host", HOST, "--port", str(port)]
+    config = str(BENCH_DIR / "relaycore-bench.toml")
+    if peer == "relaycore-uvicorn":
+        return uvicorn_command("transports.asgi:app", port), {"RELAYCORE_CONFIG": config}
     if peer.startswith("relaycore-"):
         backend = peer.removeprefix("relaycore-")
-        config = str(BENCH_DIR / "relaycore-bench.toml")
-        return [py, "-m", relaycore_module, "serve", *common, "--backend", backend, "--config", config]
+        return [py, "-m", relaycore_module, "serve", *common, "--backend", backend, "--config", config], {}
     if peer == "websockets":
-        return [py, str(BENCH_DIR / "ref_websockets.py"), *common]
+        return [py, str(BENCH_DIR / "ref_websockets.py"), *common], {}
     if peer == "picows":
-        return [py, str(BENCH_DIR / "ref_picows.py"), *common]
+        return [py, str(BENCH_DIR / "ref_picows.py"), *common], {}
+    if peer == "starlette-uvicorn":
+        return uvicorn_command("ref_starlette:app", port, "--app-dir", str(BENCH_DIR)), {}
     raise ValueError(f"unknown peer {peer!r}")
 
 
@@ -135,8 +186,9 @@ def tail(path: Path, lines: int = 15) -> str:
 class Relay:
     """A relay subprocess for one step."""
 
-    def __init__(self, cmd: list[str], core: int, log_path: Path) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], core: int, log_path: Path) -> None:
         self.cmd = cmd
+        self.extra_env = env
         self.core = core
         self.log_path = log_path  # the peer's log; this run writes to a scratch file first
         self.scratch = log_path.with_suffix(".current")
@@ -146,6 +198,7 @@ class Relay:
         env = dict(os.environ)
         src = str(REPO_DIR / "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update(self.extra_env)
         with open(self.scratch, "wb") as log:
             self.proc = subprocess.Popen(
                 self.cmd,
@@ -243,7 +296,8 @@ def run_peer(peer: str, plan: Plan, cores: tuple[int, int], out: Path, module: s
     for step in plan.steps:
         for attempt in range(1, retries + 2):
             port = free_port()
-            relay = Relay(peer_command(peer, port, module), cores[0], log_path)
+            cmd, env = peer_command(peer, port, module)
+            relay = Relay(cmd, {**env, **step.relay_env}, cores[0], log_path)
             print(f"  [{peer}] {step.key} ...", flush=True)
             try:
                 pid = relay.start(port)
@@ -322,7 +376,7 @@ def main() -> int:
         print(f"peer {peer}", flush=True)
         retries = args.retries if args.retries is not None else (0 if args.quick else 1)
         results[peer] = run_peer(peer, plan, cores, out, args.relaycore_module, retries)
-    tables = build_tables(plan.fanout_ns, plan.latency_n)
+    tables = build_tables(plan.fanout_ns, plan.latency_n, plan.stalled_n)
     steps_by_peer = {p: r["steps"] for p, r in results.items()}
     text, summary = render(tables, steps_by_peer, peers)
     print(text)

@@ -64,6 +64,9 @@ def make_message(seq: int, size: int) -> bytes:
     return body + b"x" * pad + b'"'
 
 
+SockOpts = tuple[tuple[int, int, int], ...]  # (level, option, value) for setsockopt
+
+
 def _no_recv(size: int) -> bytes:
     raise BlockingIOError
 
@@ -79,6 +82,7 @@ class Engine:
         self.delivered = 0  # data frames received by receiver connections
         self.others = 0  # non-data frames after the self-join (join/leave/...)
         self.errors = 0  # error frames
+        self.leaves = 0  # leave notices
         self.opened = 0  # self-joins received
         self.failed = 0  # connections that failed or were dropped
         self.last_failure = ""
@@ -91,9 +95,9 @@ class Engine:
         self.on_open: Callable[[Conn], None] | None = None
         self.on_closed: Callable[[Conn], None] | None = None
 
-    def connect(self, path: str, receiver: bool = True) -> Conn:
+    def connect(self, path: str, receiver: bool = True, sockopts: SockOpts = ()) -> Conn:
         conn = Conn(self, path, receiver)
-        conn.start()
+        conn.start(sockopts)
         return conn
 
     def poll_once(self, timeout: float) -> None:
@@ -155,8 +159,9 @@ class Conn:
 
     # fmt: off
     __slots__ = (
-        "checks", "data", "engine", "fd", "flen", "hello", "key", "moff", "other", "path",
-        "rbuf", "receiver", "recv", "reply", "sock", "state", "total", "uid", "wbuf",
+        "checks", "close_code", "data", "engine", "fd", "flen", "hello", "key", "moff", "other",
+        "path", "paused", "rbuf", "receiver", "recv", "reply", "sock", "state", "total", "uid",
+        "wbuf",
     )
     # fmt: on
 
@@ -180,13 +185,17 @@ class Conn:
         self.checks: tuple[tuple[int, int], ...] = ()
         self.moff = 0  # offset of MARK inside a data frame
         self.hello: dict[str, Any] = {}
+        self.close_code: int | None = None  # from the server's CLOSE frame, once one came
+        self.paused = False
 
     # -- connection lifecycle ------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, sockopts: SockOpts = ()) -> None:
         sock = socket.socket(socket.AF_INET6 if ":" in self.engine.host else socket.AF_INET)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for level, option, value in sockopts:
+            sock.setsockopt(level, option, value)
         self.sock = sock
         self.recv = sock.recv
         self.fd = sock.fileno()
@@ -210,11 +219,23 @@ class Conn:
         self.state = CLOSED
         if self.sock is not None:
             self.engine.conns.pop(self.fd, None)
-            with contextlib.suppress(OSError, ValueError):
-                self.engine.ep.unregister(self.fd)
+            if not self.paused:
+                with contextlib.suppress(OSError, ValueError):
+                    self.engine.ep.unregister(self.fd)
             self.sock.close()
         if self.engine.on_closed is not None:
             self.engine.on_closed(self)
+
+    def pause(self) -> None:
+        """Stop reading (and writing): the socket leaves the epoll set but stays open."""
+        if self.state != CLOSED and not self.paused:
+            self.paused = True
+            self.engine.ep.unregister(self.fd)
+
+    def resume(self) -> None:
+        if self.state != CLOSED and self.paused:
+            self.paused = False
+            self.engine.ep.register(self.fd, EPOLLIN | EPOLLOUT if self.wbuf else EPOLLIN)
 
     def close(self) -> None:
         """Start a closing handshake; the socket closes on CLOSE or EOF."""
@@ -235,7 +256,8 @@ class Conn:
             return
         if sent < len(data):
             self.wbuf += data[sent:]
-            self.engine.ep.modify(self.fd, EPOLLIN | EPOLLOUT)
+            if not self.paused:
+                self.engine.ep.modify(self.fd, EPOLLIN | EPOLLOUT)
 
     def on_event(self, events: int) -> None:
         if events & EPOLLOUT:
@@ -413,9 +435,13 @@ class Conn:
             self.engine.others += 1
             if b'"error"' in payload:
                 self.engine.errors += 1
+            elif b'"leave"' in payload:
+                self.engine.leaves += 1
         elif opcode == 0x9:
             self.send(client_frame(data[pos + head : end], 0xA))
         elif opcode == 0x8:
+            if end - pos - head >= 2:
+                self.close_code = int.from_bytes(data[pos + head : pos + head + 2], "big")
             if self.state == OPEN:
                 self.send(CLOSE_FRAME)
             self.shutdown()

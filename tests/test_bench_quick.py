@@ -11,11 +11,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ["relaycore-asyncio", "relaycore-trio", "websockets", "picows"]
+PEERS = [
+    "relaycore-asyncio",
+    "relaycore-trio",
+    "relaycore-uvicorn",
+    "websockets",
+    "picows",
+    "starlette-uvicorn",
+]
+RELAYCORE = [peer for peer in PEERS if peer.startswith("relaycore-")]
+STEPS = {"fanout-20", "stalled", "latency", "channels", "connrate", "memory"}
 
 
 def test_quick_benchmark_runs_every_peer_and_scenario(tmp_path: Path) -> None:
     pytest.importorskip("picows", reason="the picows reference relay needs picows (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="the ASGI peers run under uvicorn (pip install -e '.[test]')")
+    pytest.importorskip("starlette", reason="the Starlette reference relay needs starlette")
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
         capture_output=True,
@@ -29,6 +40,20 @@ def test_quick_benchmark_runs_every_peer_and_scenario(tmp_path: Path) -> None:
     for peer in PEERS:
         entry = results["peers"][peer]
         assert entry["status"] == "ok", (peer, entry.get("error"))
+        assert set(entry["steps"]) == STEPS, (peer, sorted(entry["steps"]))
         for name, step in entry["steps"].items():
             assert step.get("ok"), (peer, name, step)
-    assert "fan-out" in result.stdout and "relaycore-asyncio" in result.stdout
+    for peer in PEERS:
+        stalled = results["peers"][peer]["steps"]["stalled"]
+        for key in ("rate", "sent", "acked", "min_received", "max_received", "complete", "stalled"):
+            assert key in stalled, (peer, key, stalled)
+        assert stalled["max_received"] <= stalled["sent"], (peer, stalled)
+    for peer in RELAYCORE:
+        # A member that never reads must not hold up the others: relaycore drops it (1008).
+        stalled = results["peers"][peer]["steps"]["stalled"]
+        assert stalled["complete"] and not stalled["stalled"], (peer, stalled)
+        assert stalled["stalled_receiver"]["dropped"], (peer, stalled["stalled_receiver"])
+    assert "fan-out" in result.stdout and "stalled member" in result.stdout
+    for peer in PEERS:
+        assert peer in result.stdout
+    assert "uvicorn/starlette-uvicorn" in result.stdout

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import anyio
@@ -60,14 +60,39 @@ def _text(payload: bytes) -> str:
     return text
 
 
+class _Event(Protocol):
+    def set(self) -> None: ...
+
+    async def wait(self) -> Any: ...
+
+
+def _event_factory() -> Callable[[], _Event]:
+    """The event loop's own event class: a writer waits on one per idle spell, and
+    ``anyio.Event()`` looks the loop up on every creation, which a paced broadcast to a
+    thousand members pays a thousand times per message."""
+    import sniffio
+
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        return asyncio.Event
+    if library == "trio":
+        import trio
+
+        return trio.Event
+    return anyio.Event
+
+
 class _Link:
     """One WebSocket connection's side of the app: its outbox, its writer's wake-up, its close."""
 
-    __slots__ = ("close", "closing", "decided", "done", "outbox", "refusal", "session", "wake")
+    __slots__ = ("close", "closing", "decided", "done", "idle", "outbox", "refusal", "session")
 
     def __init__(self, outbox: MessageOutbox) -> None:
         self.outbox = outbox
-        self.wake = anyio.Event()
+        #: The event the writer waits on while it has nothing to send (None while it sends).
+        self.idle: _Event | None = None
         #: The close the session decided, once it did.
         self.close: tuple[int, str] | None = None
         self.closing = anyio.Event()
@@ -84,9 +109,16 @@ class _Link:
         self.refusal = answer
         self.decided.set()
 
+    def wake(self) -> None:
+        """Something was queued (or a close decided): let an idle writer go."""
+        waiter = self.idle
+        if waiter is not None:
+            self.idle = None
+            waiter.set()
+
     def on_close(self, code: int, reason: str) -> None:
         self.close = (code, reason)
-        self.wake.set()
+        self.wake()
         self.closing.set()
 
 
@@ -114,8 +146,8 @@ class RelayApp:
         Call it after anything else calls into the hub (a backplane resolving a join)."""
         for outbox in self.hub.take_ready():
             link = outbox.peer
-            if link is not None:
-                link.wake.set()
+            if link is not None and link.idle is not None:
+                link.wake()
 
     @staticmethod
     def _target(scope: Scope) -> bytes:
@@ -245,15 +277,22 @@ class RelayApp:
     async def _write(self, link: _Link, send: Send) -> None:
         """The one writer of a connection: everything queued at each wake, then the close."""
         outbox = link.outbox
-        while True:
-            await link.wake.wait()
-            link.wake = anyio.Event()
-            for payload in outbox.take():
-                await send({"type": "websocket.send", "text": _text(payload)})
-            if link.close is not None and not outbox:
-                code, reason = link.close
-                await send({"type": "websocket.close", "code": code, "reason": reason})
-                return
+        new_event = _event_factory()
+        try:
+            while True:
+                if not outbox and link.close is None:
+                    link.idle = waiter = new_event()
+                    await waiter.wait()
+                for payload in outbox.take():
+                    if outbox.overflowed:
+                        break  # closed as a slow consumer: the rest would only delay the close
+                    await send({"type": "websocket.send", "text": _text(payload)})
+                if link.close is not None and not outbox:
+                    code, reason = link.close
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+        except OSError:
+            return  # the client went while we wrote (uvicorn's ClientDisconnected); the reader hears it
 
     async def _watch(self, link: _Link, scope: anyio.CancelScope) -> None:
         """Once the relay decided to close, give the writer ``close_timeout`` to get the
