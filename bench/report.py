@@ -235,7 +235,7 @@ def _asgi_headline(tables: list[Table], summary: dict[str, Any]) -> list[str]:
             parts.append(f"{name} x{_fmt(value)}")
         else:  # a relay that delivered nothing in the window has no ratio
             parts.append(f"{name} -")
-    if stalled is not None:
+    if stalled is not None and stalled in summary:
         complete = summary[stalled].get("complete", {}).get("figures", {})
         if all(complete.get(p) is not None for p in ASGI_PAIR):
             parts[-1] += " (complete: " + ", ".join(f"{p} {complete[p]}" for p in ASGI_PAIR) + ")"
