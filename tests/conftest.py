@@ -1,32 +1,86 @@
-"""Shared fixtures: the anyio backends, and a relay server started in-process."""
+"""Shared fixtures: the anyio backends, the front doors, and a relay to test against.
+
+Every async transport test runs on both anyio backends. A module marked
+``pytest.mark.doors`` runs its tests that use a relay (the ``relay`` or ``door`` fixture)
+once per front door instead: the native server on asyncio and on trio, uvicorn, and
+hypercorn on asyncio and on trio (``tests/transports/doors.py`` says how each is run).
+"""
 
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
+import sniffio
 
 from relaycore import Config
 from transports.server import RelayServer
 
 
-@pytest.fixture(params=["asyncio", "trio"])
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every transport test runs on both anyio backends."""
-    return str(request.param)
+    """The backend of the test's clients (and of the native server): see pytest_generate_tests."""
+    return str(getattr(request, "param", "asyncio"))
+
+
+@pytest.fixture
+def door(request: pytest.FixtureRequest, anyio_backend: str) -> str:
+    """The front door the test's relay runs behind: one per door in a ``doors`` module,
+    otherwise the native server on the test's backend."""
+    return str(getattr(request, "param", f"native-{anyio_backend}"))
+
+
+def _backend_is_ours(metafunc: pytest.Metafunc) -> bool:
+    """Whether the test gets its ``anyio_backend`` from this file (a module may pin its own)."""
+    table = getattr(metafunc, "_arg2fixturedefs", None)
+    if table is None:  # pytest keeps it elsewhere now: better twice the runs than no trio
+        return True
+    definitions = table.get("anyio_backend")
+    if not definitions:
+        return False
+    func = definitions[-1].func
+    return bool(func.__module__ == __name__ and func.__name__ == "anyio_backend")
+
+
+def _parametrized_by_the_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if name in ([part.strip() for part in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Both backends for every async test; for a test of a ``doors`` module that uses a
+    relay, one run per door instead, each with the clients' backend for that door."""
+    ours = (
+        "anyio_backend" in metafunc.fixturenames
+        and _backend_is_ours(metafunc)
+        and not _parametrized_by_the_test(metafunc, "anyio_backend")
+    )
+    if "door" in metafunc.fixturenames and metafunc.definition.get_closest_marker("doors") is not None:
+        from doors import door_params
+
+        names = ["door", "anyio_backend"] if ours else ["door"]
+        metafunc.parametrize(names, door_params(metafunc.definition, with_backend=ours), indirect=True)
+    elif ours:
+        metafunc.parametrize("anyio_backend", ["asyncio", "trio"], indirect=True)
 
 
 def make_config(toml: str = "") -> Config:
-    """A Config for tests from TOML text. Unless the text sets it, the connection rate per
-    address is raised: many test clients share 127.0.0.1, and the connection rate limit
-    has tests of its own."""
+    """A Config for tests from TOML text. Unless the text sets them, the connection and push
+    rates per address are raised: every test client comes from 127.0.0.1, a server process
+    serves many tests in a row, and those limits have tests of their own."""
     config = Config.from_toml(toml, env={})
     if "connections_per_second_per_ip" not in toml:
         config.limits.connections_per_second_per_ip = 100_000.0
+    if "pushes_per_second_per_ip" not in toml:
+        config.limits.pushes_per_second_per_ip = 100_000.0
     return config
 
 
@@ -38,30 +92,65 @@ def config() -> Config:
 
 @asynccontextmanager
 async def running(
-    config: Config | None = None, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[RelayServer]:
-    """Run a RelayServer on ``host`` with a free port for the duration of the block."""
-    server = RelayServer(config or make_config(), ssl_context=ssl_context)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, host, 0)
-        try:
-            yield server
-        finally:
-            tg.cancel_scope.cancel()
+    config: Config | None = None,
+    host: str = "127.0.0.1",
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    door: str | None = None,
+) -> AsyncIterator[Any]:
+    """The relay behind ``door``, on ``host`` with a free port, for the duration of the block.
+
+    The native doors (and ``door=None``) run a :class:`RelayServer` on the test's own event
+    loop and yield it. Any other door is a shared server process (``doors.POOL``), yielded
+    as a :class:`doors.DoorProcess` with ``.port`` and ``.pid`` but no ``.hub``.
+    """
+    config = config or make_config()
+    if door is None or door.startswith("native-"):
+        if door is not None:
+            current = sniffio.current_async_library()
+            assert door == f"native-{current}", f"door {door} asked for from a test running on {current}"
+        server = RelayServer(config, ssl_context=ssl_context)
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve, host, 0)
+            try:
+                yield server
+            finally:
+                tg.cancel_scope.cancel()
+        return
+    if ssl_context is not None or config.server.tls_certfile:
+        raise ValueError(f"running(door={door!r}): TLS is tested on the native server only")
+    from doors import POOL, config_toml
+
+    text = config_toml(config)
+    process = await anyio.to_thread.run_sync(lambda: POOL.get(door, text, host=host))
+    try:
+        yield process
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(POOL.release, process)
 
 
 @pytest.fixture
-async def relay(config: Config) -> AsyncIterator[RelayServer]:
-    """A RelayServer on 127.0.0.1 with a free port, stopped after the test."""
-    async with running(config) as server:
+async def relay(config: Config, door: str) -> AsyncIterator[Any]:
+    """The relay behind the test's door (see :func:`running`), on 127.0.0.1 with a free port."""
+    async with running(config, door=door) as server:
         yield server
 
 
-def ws_url(server: RelayServer, path: str, host: str = "127.0.0.1") -> str:
-    """The ws:// URL of ``path`` on a running server."""
+def ws_url(server: Any, path: str, host: str = "127.0.0.1") -> str:
+    """The ws:// URL of ``path`` on a running relay."""
     shown = f"[{host}]" if ":" in host else host
     return f"ws://{shown}:{server.port}{path}"
 
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: long-running network tests")
+    config.addinivalue_line("markers", "doors(*names): run the module's (or test's) relay tests on these front doors")
+    config.addinivalue_line("markers", "door_xfail(*names, reason): a strict xfail on these doors")
+    config.addinivalue_line("markers", "door_skip(*names, reason): skip on these doors")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    doors = sys.modules.get("doors")
+    if doors is not None:
+        doors.POOL.close()

@@ -23,6 +23,7 @@ moves bytes and messages, and asks the session whenever it needs a decision.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -93,7 +94,9 @@ class ClientSession:
     >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
     >>> closes = []
     >>> session = ClientSession(hub, MessageOutbox(1 << 20, hub.ready), lambda code, why: closes.append(code))
-    >>> session.request(b"GET", b"/c/room?alias=Ann", [], upgrade=True) is None
+    >>> upgrade = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-version", b"13"),
+    ...            (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")]
+    >>> session.request(b"GET", b"/c/room?alias=Ann", upgrade, upgrade=True) is None
     True
     >>> session.outbox.take()[0][:30]
     b'{"type":"join","self":true,"ui'
@@ -170,24 +173,23 @@ class ClientSession:
         body: bytes = b"",
         *,
         upgrade: bool = False,
-        handshake: Callable[[], bytes] | None = None,
+        handshake: Callable[[bytes], bytes] | None = None,
     ) -> Answer | None:
         """Decide one request; ``upgrade`` when it asks for a WebSocket.
 
-        ``handshake`` (framing adapters) validates the upgrade's own headers and returns the
-        bytes that must precede everything (the 101 response), raising
-        :class:`~relaycore.HTTPError` when they are wrong; it is called only once the
-        request is otherwise acceptable. Returns None when a WebSocket opened (the member
+        ``handshake`` (framing adapters) gets the validated ``Sec-WebSocket-Key`` and returns
+        the bytes that must precede everything (the 101 response); it is called only once
+        the request is otherwise acceptable. Returns None when a WebSocket opened (the member
         joined; the handshake bytes and the self-join are in the outbox), else the answer.
         """
         self.client = client_address(self._peer_address, headers, self.hub.trusted_proxies)
         path, _, query = target.partition(b"?")
         try:
             if path.startswith((b"/c/", b"/r/")):
-                self._open(method, path[3:], query, upgrade, handshake)
+                self._open(method, path[3:], query, headers, upgrade, handshake)
                 return None
             if path == b"/echo" and self.echo_endpoint:
-                self._open(method, None, query, upgrade, handshake)
+                self._open(method, None, query, headers, upgrade, handshake)
                 return None
             if path.startswith(b"/push/"):
                 return self._push(method, path[6:], headers, body)
@@ -218,15 +220,17 @@ class ClientSession:
         method: bytes,
         raw_channel: bytes | None,
         query: bytes,
+        headers: Headers,
         upgrade: bool,
-        handshake: Callable[[], bytes] | None,
+        handshake: Callable[[bytes], bytes] | None,
     ) -> None:
         """Open a WebSocket: join ``raw_channel``, or (None) the opt-in ``/echo`` endpoint."""
         if method != b"GET":
             raise _method_not_allowed(b"GET")
         if not upgrade:
             raise self.upgrade_required()
-        greeting = handshake() if handshake is not None else b""
+        key = _upgrade_key(headers)
+        greeting = handshake(key) if handshake is not None else b""
         channel = parse_channel(raw_channel) if raw_channel is not None else None
         options = parse_options(query)
         if channel is None:
@@ -349,3 +353,30 @@ def _byte_size(data: str | bytes) -> int:
     if isinstance(data, bytes) or data.isascii():  # str.isascii() is O(1) in CPython
         return len(data)
     return len(data.encode())
+
+
+def _upgrade_key(headers: Headers) -> bytes:
+    """Check a WebSocket upgrade's own headers (docs/protocol.md, section 4); return its key.
+
+    A server that frames for us has done most of this already, but not every server checks
+    the key's form.
+    """
+    joined: dict[bytes, bytes] = {}
+    for name, value in headers:
+        name = bytes(name).lower()
+        joined[name] = joined[name] + b"," + bytes(value) if name in joined else bytes(value)
+    if joined.get(b"upgrade", b"").strip().lower() != b"websocket":
+        raise ClientSession.upgrade_required()
+    tokens = {t.strip().lower() for t in joined.get(b"connection", b"").split(b",")}
+    if b"upgrade" not in tokens:
+        raise HTTPError(400, "Connection header must include Upgrade.")
+    if joined.get(b"sec-websocket-version", b"").strip() != b"13":
+        raise HTTPError(426, "Unsupported WebSocket version.", [(b"sec-websocket-version", b"13")])
+    key = joined.get(b"sec-websocket-key", b"").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HTTPError(400, "Invalid Sec-WebSocket-Key.")
+    return key

@@ -231,11 +231,11 @@ class RelayApp:
         if answer is not None:
             await self._deny(scope, send, answer.status, answer.headers, answer.body)
             return
-        if self.hub.closing:
-            session.shutdown()
-        await send({"type": "websocket.accept"})
         self._links.add(link)
         try:
+            if self.hub.closing:
+                session.shutdown()
+            await send({"type": "websocket.accept"})  # a server that fails here: leave too
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, link, send)
                 tg.start_soon(self._watch, link, tg.cancel_scope)

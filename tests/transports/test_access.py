@@ -1,7 +1,7 @@
 """Who may join and who may send, and the connection options, over real sockets.
 
 PROTOCOL.md section 6 (reservations, namespaces, ephemeral keys) and section 2 (options
-in the query string), on asyncio and trio.
+in the query string), behind every front door.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any
 
 import anyio
 import pytest
+from doors import Relay
 from rawws import RawPeer, text, upgrade_status
 from wsclient import Client, Rejected, clients, expect_silence, recv_json
 
 from relaycore import Config
-from transports.server import RelayServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.doors]
 
 CONFIG = b"""
 [limits]
@@ -88,7 +88,7 @@ async def assert_next_message(reader: Client, sender_uid: str, message: Any) -> 
 @pytest.mark.parametrize(
     "query", ["", "?joinKey=nope", "?joinKey=JK", "?joinKey=j", "?joinKey=jkx", "?joinKey=ssk", "?sendKey=sk"]
 )
-async def test_join_without_the_join_key_is_refused_with_403(relay: RelayServer, channel: str, query: str) -> None:
+async def test_join_without_the_join_key_is_refused_with_403(relay: Relay, channel: str, query: str) -> None:
     async with clients(relay.port) as connect:
         inside, _ = await join(connect, f"/c/{channel}?joinKey=jk")
         assert await upgrade_status(relay.port, f"/c/{channel}{query}") == 403
@@ -99,7 +99,17 @@ async def test_join_without_the_join_key_is_refused_with_403(relay: RelayServer,
         assert joined == {"type": "join", "total": 2, "date": joined["date"]}
 
 
-async def test_refused_join_opens_no_websocket(relay: RelayServer) -> None:
+@pytest.mark.door_xfail(
+    "hypercorn-asyncio",
+    reason="hypercorn answers 400 (its own, not the relay's 403) when frames follow the upgrade request",
+)
+@pytest.mark.door_xfail(
+    "hypercorn-trio",
+    reason="hypercorn answers 400 (its own, not the relay's 403) when frames follow the upgrade request, "
+    "and its trio worker then crashes",
+)
+@pytest.mark.filterwarnings("ignore::doors.DoorWarning")
+async def test_refused_join_opens_no_websocket(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         inside, _ = await join(connect, "/c/myapp:room?joinKey=jk&sendKey=sk")
         peer = await RawPeer.connect(relay.port)
@@ -119,7 +129,7 @@ async def test_refused_join_opens_no_websocket(relay: RelayServer) -> None:
         assert joined == {"type": "join", "total": 2, "date": joined["date"]}
 
 
-async def test_refusal_reaches_the_library_client_as_403(relay: RelayServer) -> None:
+async def test_refusal_reaches_the_library_client_as_403(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         inside, _ = await join(connect, "/c/myapp:room?joinKey=jk")
         with pytest.raises(Rejected) as refused:
@@ -131,7 +141,7 @@ async def test_refusal_reaches_the_library_client_as_403(relay: RelayServer) -> 
 # -- reserved namespaces: the send key --------------------------------------------------------
 
 
-async def test_member_without_the_send_key_listens_but_cannot_send(relay: RelayServer) -> None:
+async def test_member_without_the_send_key_listens_but_cannot_send(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         speaker, speaker_hello = await join(connect, "/c/myapp:room?joinKey=jk&sendKey=sk")
         listener, listener_hello = await join(connect, "/c/myapp:room?joinKey=jk&echo")
@@ -150,7 +160,7 @@ async def test_member_without_the_send_key_listens_but_cannot_send(relay: RelayS
         await assert_next_message(listener, speaker_uid, {"direct": True})
 
 
-async def test_namespace_with_only_a_send_key_admits_everyone_and_lets_key_holders_send(relay: RelayServer) -> None:
+async def test_namespace_with_only_a_send_key_admits_everyone_and_lets_key_holders_send(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         listener, _ = await join(connect, "/c/sendonly:feed")
         speaker, hello = await join(connect, "/c/sendonly:feed?sendKey=ssk")
@@ -162,7 +172,7 @@ async def test_namespace_with_only_a_send_key_admits_everyone_and_lets_key_holde
 
 
 @pytest.mark.parametrize("path", ["/c/joinonly:room?joinKey=ojk", "/c/bare:room"])
-async def test_namespace_without_a_send_key_lets_every_member_send(relay: RelayServer, path: str) -> None:
+async def test_namespace_without_a_send_key_lets_every_member_send(relay: Relay, path: str) -> None:
     async with clients(relay.port) as connect:
         alice, alice_hello = await join(connect, path)
         bob, bob_hello = await join(connect, path)
@@ -198,7 +208,7 @@ async def test_namespace_without_a_send_key_lets_every_member_send(relay: RelayS
         "no-keys-both",
     ],
 )
-async def test_offering_a_key_that_is_not_the_namespaces_own_is_403(relay: RelayServer, path: str) -> None:
+async def test_offering_a_key_that_is_not_the_namespaces_own_is_403(relay: Relay, path: str) -> None:
     assert await upgrade_status(relay.port, path) == 403
     channel = path.partition("?")[0]
     # A reservation without keys is not claimed by the refused joiner's keys either.
@@ -232,11 +242,11 @@ async def test_offering_a_key_that_is_not_the_namespaces_own_is_403(relay: Relay
         ("/c/Myapp:x", 101),
     ],
 )
-async def test_longest_covering_namespace_decides(relay: RelayServer, path: str, status: int) -> None:
+async def test_longest_covering_namespace_decides(relay: Relay, path: str, status: int) -> None:
     assert await upgrade_status(relay.port, path) == status
 
 
-async def test_send_key_of_the_longest_namespace_decides(relay: RelayServer) -> None:
+async def test_send_key_of_the_longest_namespace_decides(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         listener, _ = await join(connect, "/c/myapp/private:x?joinKey=pjk")
         speaker, hello = await join(connect, "/c/myapp/private:x?joinKey=pjk&sendKey=psk")
@@ -257,7 +267,7 @@ async def test_send_key_of_the_longest_namespace_decides(relay: RelayServer) -> 
 # -- open channels: ephemeral keys -------------------------------------------------------------
 
 
-async def test_first_joiners_join_key_locks_an_open_channel(relay: RelayServer) -> None:
+async def test_first_joiners_join_key_locks_an_open_channel(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         first, _ = await join(connect, "/c/lounge?joinKey=j1")
         for query in ["", "?joinKey=wrong", "?joinKey=J1", "?sendKey=j1"]:
@@ -269,7 +279,7 @@ async def test_first_joiners_join_key_locks_an_open_channel(relay: RelayServer) 
 
 
 @pytest.mark.parametrize("query", ["", "&sendKey=wrong", "&sendKey=S1"])
-async def test_later_joiner_without_the_ephemeral_send_key_is_listen_only(relay: RelayServer, query: str) -> None:
+async def test_later_joiner_without_the_ephemeral_send_key_is_listen_only(relay: Relay, query: str) -> None:
     async with clients(relay.port) as connect:
         first, first_hello = await join(connect, "/c/lounge?sendKey=s1")
         listener, _ = await join(connect, f"/c/lounge?alias=L{query}")
@@ -288,7 +298,7 @@ async def test_later_joiner_without_the_ephemeral_send_key_is_listen_only(relay:
         await assert_next_message(listener, first_hello["uid"], {"hi": 4})
 
 
-async def test_keys_offered_on_a_keyless_open_channel_are_ignored(relay: RelayServer) -> None:
+async def test_keys_offered_on_a_keyless_open_channel_are_ignored(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         first, first_hello = await join(connect, "/c/lounge")
         second, second_hello = await join(connect, "/c/lounge?joinKey=late&sendKey=late")
@@ -308,7 +318,7 @@ async def test_keys_offered_on_a_keyless_open_channel_are_ignored(relay: RelaySe
         await assert_next_message(third, first_hello["uid"], "from first")
 
 
-async def test_ephemeral_keys_outlive_their_setter_and_vanish_with_the_last_member(relay: RelayServer) -> None:
+async def test_ephemeral_keys_outlive_their_setter_and_vanish_with_the_last_member(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         setter, _ = await join(connect, "/c/lounge?joinKey=j1&sendKey=s1")
         keeper, _ = await join(connect, "/c/lounge?joinKey=j1&sendKey=s1")
@@ -350,7 +360,7 @@ async def test_ephemeral_keys_outlive_their_setter_and_vanish_with_the_last_memb
         ("color=red&as=Bob&unknown", "Bob"),
     ],
 )
-async def test_alias_option(relay: RelayServer, query: str, alias: str) -> None:
+async def test_alias_option(relay: Relay, query: str, alias: str) -> None:
     async with clients(relay.port) as connect:
         watcher, _ = await join(connect, "/c/room")
         named, hello = await join(connect, f"/c/room?{query}")
@@ -375,7 +385,7 @@ async def test_alias_option(relay: RelayServer, query: str, alias: str) -> None:
         ("echoes=1", False),
     ],
 )
-async def test_echo_flag(relay: RelayServer, query: str, echo: bool) -> None:
+async def test_echo_flag(relay: Relay, query: str, echo: bool) -> None:
     async with clients(relay.port) as connect:
         watcher, _ = await join(connect, "/c/room")
         sender, _ = await join(connect, f"/c/room?{query}")

@@ -24,6 +24,14 @@ from transports.asgi import RelayApp, create_app
 pytestmark = pytest.mark.anyio
 
 DENIAL = {"websocket.http.response": {}}
+#: What a server passes on from a client's upgrade request.
+UPGRADE_HEADERS = [
+    (b"host", b"relay.test"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-version", b"13"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+]
 
 
 class FakeSocket:
@@ -38,7 +46,7 @@ class FakeSocket:
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": [(b"host", b"relay.test")],
+            "headers": UPGRADE_HEADERS,
             "client": ("10.1.1.1", 5000),
             "extensions": DENIAL if extensions is None else extensions,
         }
@@ -215,3 +223,28 @@ async def test_a_hub_and_a_disagreeing_config_are_refused() -> None:
     assert create_app(hub=app.hub).hub is app.hub
     with pytest.raises(RelayUsageError):
         create_app(make_config("[limits]\nmax_message_bytes = 7"), hub=app.hub)
+
+
+async def test_a_malformed_key_is_refused_even_where_the_server_lets_it_through() -> None:
+    app = create_app(make_config())
+    sock = FakeSocket(app, "/c/room")
+    sock.scope["headers"] = [*UPGRADE_HEADERS[:-1], (b"sec-websocket-key", b"not base64!")]
+    await sock.to_app.send({"type": "websocket.connect"})
+    with anyio.fail_after(5):
+        await sock.run()
+    assert sock.sent[0]["status"] == 400 and sock.sent[1]["body"] == b"Invalid Sec-WebSocket-Key."
+    assert app.hub.connections == 0
+
+
+async def test_a_server_that_fails_the_accept_leaves_no_member_behind() -> None:
+    app = create_app(make_config())
+    sock = FakeSocket(app, "/c/room")
+
+    async def refuse_accept(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.accept":
+            raise OSError("the server gave up on this connection")
+
+    await sock.to_app.send({"type": "websocket.connect"})
+    with anyio.fail_after(5), pytest.raises(OSError):
+        await app(sock.scope, sock._receive, refuse_accept)
+    assert app.hub.connections == 0 and not app.hub.channels

@@ -1,4 +1,4 @@
-"""The relay's plain HTTP face over real sockets, on asyncio and trio.
+"""The relay's plain HTTP face over real sockets, behind every front door.
 
 PROTOCOL.md section 1 (endpoints, channel and alias bounds on the upgrade) and section 5
 (HTTP push), with the message-size limit of section 8 applied to push bodies.
@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from doors import Relay
 from rawws import RawPeer, http, post, upgrade_status
 from wsclient import Client, clients, recv_json
 
 from relaycore import Config
-from transports.server import RelayServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.doors]
 
 LIMIT = 1024
 
@@ -26,6 +26,7 @@ CONFIG = f"""
 [limits]
 max_message_bytes = {LIMIT}
 connections_per_second_per_ip = 1000.0
+pushes_per_second_per_ip = 1000.0
 
 [namespaces."news"]
 send_key = "sk"
@@ -95,21 +96,21 @@ def assert_refusal(headers: dict[str, str], body: bytes) -> None:
 # -- plain endpoints -------------------------------------------------------------------
 
 
-async def test_version_is_plain_text_naming_relaycore(relay: RelayServer) -> None:
+async def test_version_is_plain_text_naming_relaycore(relay: Relay) -> None:
     status, headers, body = await http(relay.port, get("/version"))
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert body.startswith(b"relaycore ") and body.strip() != b"relaycore"
 
 
-async def test_health_is_json_with_status_ok(relay: RelayServer) -> None:
+async def test_health_is_json_with_status_ok(relay: Relay) -> None:
     status, headers, body = await http(relay.port, get("/health"))
     assert status == 200
     assert json_body(headers, body)["status"] == "ok"
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/c", "/r", "/versions", "/health/extra", "/C/room"])
-async def test_unknown_paths_are_404(relay: RelayServer, path: str) -> None:
+async def test_unknown_paths_are_404(relay: Relay, path: str) -> None:
     status, _, _ = await http(relay.port, get(path))
     assert status == 404
 
@@ -123,7 +124,7 @@ async def test_unknown_paths_are_404(relay: RelayServer, path: str) -> None:
     ],
     ids=["plain-get", "no-upgrade-header", "no-connection-upgrade"],
 )
-async def test_channel_get_without_a_valid_upgrade_is_refused(relay: RelayServer, headers: str) -> None:
+async def test_channel_get_without_a_valid_upgrade_is_refused(relay: Relay, headers: str) -> None:
     status, _, _ = await http(relay.port, get("/c/room", headers))
     assert status in (426, 400)
     async with clients(relay.port) as connect:
@@ -132,12 +133,19 @@ async def test_channel_get_without_a_valid_upgrade_is_refused(relay: RelayServer
         assert (await recv_json(first))["total"] == 1
 
 
+async def test_upgrade_without_a_websocket_key_is_400(relay: Relay) -> None:
+    status, _, _ = await http(relay.port, upgrade_request("/c/room", None))
+    assert status == 400
+    async with clients(relay.port) as connect:
+        assert (await recv_json(await connect("/c/room")))["total"] == 1
+
+
 @pytest.mark.parametrize(
     "key",
-    [None, "", "not base64 at all!", base64.b64encode(b"x" * 15).decode(), base64.b64encode(b"x" * 17).decode()],
-    ids=["missing", "empty", "not-base64", "15-bytes", "17-bytes"],
+    ["", "not base64 at all!", base64.b64encode(b"x" * 15).decode(), base64.b64encode(b"x" * 17).decode()],
+    ids=["empty", "not-base64", "15-bytes", "17-bytes"],
 )
-async def test_bad_websocket_key_is_400(relay: RelayServer, key: str | None) -> None:
+async def test_bad_websocket_key_is_400(relay: Relay, key: str) -> None:
     status, _, _ = await http(relay.port, upgrade_request("/c/room", key))
     assert status == 400
     async with clients(relay.port) as connect:
@@ -152,11 +160,11 @@ async def test_bad_websocket_key_is_400(relay: RelayServer, key: str | None) -> 
     ["/c/", "/r/", "/c/?alias=x", "/c/" + "a" * 257, "/c/" + "%61" * 257, "/c/" + quote("é" * 129)],
     ids=["empty", "empty-legacy", "empty-with-query", "257-bytes", "257-bytes-encoded", "258-bytes-utf8"],
 )
-async def test_empty_or_oversized_channel_is_400(relay: RelayServer, path: str) -> None:
+async def test_empty_or_oversized_channel_is_400(relay: Relay, path: str) -> None:
     assert await upgrade_status(relay.port, path) == 400
 
 
-async def test_channel_of_exactly_256_bytes_after_decoding_works(relay: RelayServer) -> None:
+async def test_channel_of_exactly_256_bytes_after_decoding_works(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         first = await connect("/c/" + "a" * 256)
         assert (await recv_json(first))["total"] == 1
@@ -168,12 +176,12 @@ async def test_channel_of_exactly_256_bytes_after_decoding_works(relay: RelaySer
 
 
 @pytest.mark.parametrize("query", ["alias=" + "a" * 65, "as=" + "a" * 65, "alias=" + quote("é" * 65)])
-async def test_alias_over_64_characters_is_400(relay: RelayServer, query: str) -> None:
+async def test_alias_over_64_characters_is_400(relay: Relay, query: str) -> None:
     assert await upgrade_status(relay.port, f"/c/room?{query}") == 400
 
 
 @pytest.mark.parametrize("alias", ["a" * 64, "é" * 64])
-async def test_alias_of_64_characters_works(relay: RelayServer, alias: str) -> None:
+async def test_alias_of_64_characters_works(relay: Relay, alias: str) -> None:
     async with clients(relay.port) as connect:
         hello = await recv_json(await connect(f"/c/room?alias={quote(alias)}"))
         assert hello["alias"] == alias
@@ -182,7 +190,7 @@ async def test_alias_of_64_characters_works(relay: RelayServer, alias: str) -> N
 # -- HTTP push ---------------------------------------------------------------------------
 
 
-async def test_push_reaches_every_member_without_sender_fields(relay: RelayServer) -> None:
+async def test_push_reaches_every_member_without_sender_fields(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         readers = [await member(connect, "/c/news:today") for _ in range(3)]
         for position, reader in enumerate(readers):
@@ -206,7 +214,7 @@ async def test_push_reaches_every_member_without_sender_fields(relay: RelayServe
         assert await next_message(outsider) == MARKER
 
 
-async def test_push_to_the_namespace_itself(relay: RelayServer) -> None:
+async def test_push_to_the_namespace_itself(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news")
         status, headers, body = await http(relay.port, post("/push/news", b"42", PUSH_KEY))
@@ -214,7 +222,7 @@ async def test_push_to_the_namespace_itself(relay: RelayServer) -> None:
         assert await next_message(reader) == 42
 
 
-async def test_push_to_an_empty_channel_reaches_nobody(relay: RelayServer) -> None:
+async def test_push_to_an_empty_channel_reaches_nobody(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         elsewhere = await member(connect, "/c/news:other")
         status, headers, body = await http(relay.port, post("/push/news:empty", b'"hello"', PUSH_KEY))
@@ -225,7 +233,7 @@ async def test_push_to_an_empty_channel_reaches_nobody(relay: RelayServer) -> No
 
 
 @pytest.mark.parametrize("body", [b"{", b"undefined", b"", b"1 2", b"{'a': 1}", b"\xff\xfe"])
-async def test_push_with_a_body_that_is_not_json_is_400(relay: RelayServer, body: bytes) -> None:
+async def test_push_with_a_body_that_is_not_json_is_400(relay: Relay, body: bytes) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
         status, headers, answer = await http(relay.port, post("/push/news:today", body, PUSH_KEY))
@@ -259,7 +267,7 @@ async def test_push_with_a_body_that_is_not_json_is_400(relay: RelayServer, body
     ],
 )
 async def test_push_without_the_namespace_send_key_is_403(
-    relay: RelayServer, channel: str, query: str, key_header: str
+    relay: Relay, channel: str, query: str, key_header: str
 ) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, f"/c/{channel}?{query}")
@@ -272,7 +280,7 @@ async def test_push_without_the_namespace_send_key_is_403(
         assert await next_message(reader) == MARKER
 
 
-async def test_ephemeral_send_key_of_an_open_channel_does_not_allow_push(relay: RelayServer) -> None:
+async def test_ephemeral_send_key_of_an_open_channel_does_not_allow_push(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/open:room?sendKey=sk")
         speaker = await member(connect, "/c/open:room?sendKey=sk")
@@ -285,7 +293,7 @@ async def test_ephemeral_send_key_of_an_open_channel_does_not_allow_push(relay: 
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
-async def test_push_with_another_method_is_405(relay: RelayServer, method: str) -> None:
+async def test_push_with_another_method_is_405(relay: Relay, method: str) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
         request = f"{method} /push/news:today HTTP/1.1\r\nHost: x\r\n{PUSH_KEY}Content-Length: 1\r\n\r\n1"
@@ -295,7 +303,7 @@ async def test_push_with_another_method_is_405(relay: RelayServer, method: str) 
         assert await next_message(reader) == MARKER
 
 
-async def test_push_body_of_exactly_the_limit_is_delivered(relay: RelayServer) -> None:
+async def test_push_body_of_exactly_the_limit_is_delivered(relay: Relay) -> None:
     body = b'"' + b"x" * (LIMIT - 2) + b'"'
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
@@ -304,7 +312,7 @@ async def test_push_body_of_exactly_the_limit_is_delivered(relay: RelayServer) -
         assert await next_message(reader) == "x" * (LIMIT - 2)
 
 
-async def test_push_body_over_the_limit_with_content_length_is_413(relay: RelayServer) -> None:
+async def test_push_body_over_the_limit_with_content_length_is_413(relay: Relay) -> None:
     body = b'"' + b"x" * (LIMIT - 1) + b'"'
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
@@ -314,7 +322,7 @@ async def test_push_body_over_the_limit_with_content_length_is_413(relay: RelayS
         assert await next_message(reader) == MARKER
 
 
-async def test_chunked_push_body_is_delivered(relay: RelayServer) -> None:
+async def test_chunked_push_body_is_delivered(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
         request = chunked_post("/push/news:today", [b'{"parts":', b'"two"}'], PUSH_KEY)
@@ -323,7 +331,7 @@ async def test_chunked_push_body_is_delivered(relay: RelayServer) -> None:
         assert await next_message(reader) == {"parts": "two"}
 
 
-async def test_chunked_push_body_over_the_limit_is_413(relay: RelayServer) -> None:
+async def test_chunked_push_body_over_the_limit_is_413(relay: Relay) -> None:
     # Each chunk is under the limit; together they are over it.
     chunks = [b'"' + b"x" * 599, b"x" * 600, b"x" * 600 + b'"']
     async with clients(relay.port) as connect:
@@ -337,7 +345,7 @@ async def test_chunked_push_body_over_the_limit_is_413(relay: RelayServer) -> No
 # -- connections ---------------------------------------------------------------------------
 
 
-async def test_keep_alive_connection_answers_every_request(relay: RelayServer) -> None:
+async def test_keep_alive_connection_answers_every_request(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         reader = await member(connect, "/c/news:today")
         peer = await RawPeer.connect(relay.port)
@@ -367,9 +375,7 @@ async def test_keep_alive_connection_answers_every_request(relay: RelayServer) -
     [b"THIS IS NOT HTTP\r\n\r\n", b"GET /version\r\n\r\n", b"\x00\xff\x16\x03\x01\r\n\r\n"],
     ids=["words", "no-version", "binary"],
 )
-async def test_malformed_request_is_400_and_closed_and_others_are_served(
-    relay: RelayServer, request_line: bytes
-) -> None:
+async def test_malformed_request_is_400_and_closed_and_others_are_served(relay: Relay, request_line: bytes) -> None:
     async with clients(relay.port) as connect:
         alice = await member(connect, "/c/room")
         bob = await member(connect, "/c/room")
@@ -378,9 +384,12 @@ async def test_malformed_request_is_400_and_closed_and_others_are_served(
         peer = await RawPeer.connect(relay.port)
         try:
             await peer.send(request_line)
-            status, _, _ = await peer.response()
+            status, headers, _ = await peer.response()
             assert status == 400
-            assert await peer.read_to_eof() == b""  # the server closed the connection
+            # The server closes the connection (after the body, if it has no Content-Length).
+            rest = await peer.read_to_eof()
+            assert rest == b"" or "content-length" not in headers, rest
+            assert b"HTTP/" not in rest, rest
         finally:
             await peer.aclose()
 

@@ -1,20 +1,20 @@
-"""The stock itty-sockets JavaScript client, run in Node.js, against ``relaycore serve``.
+"""The stock itty-sockets JavaScript client, run in Node.js, against the relay behind every door.
 
 ``tests/js/scenario.mjs`` drives the npm package ``itty-sockets`` (with ``ws`` as its WebSocket)
 through joins, broadcasts, echo, direct messages, errors, push, a protected channel and HTTP push.
-This module starts the real command-line server on each backend, plain and with TLS, runs the
-scenario against it and then stops the server with SIGTERM.
+On the native doors this module starts the real command-line server (``relaycore serve``) on
+that backend, plain and with TLS, runs the scenario against it and then stops the server with
+SIGTERM. On the ASGI doors the scenario talks, unchanged, to ``uvicorn transports.asgi:app`` and
+``hypercorn -k asyncio|trio transports.asgi:app`` (the shared processes of ``doors.py``).
 
 Needs ``node`` on PATH and ``npm install`` run in ``tests/js``; skipped otherwise.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,126 +22,56 @@ from pathlib import Path
 
 import pytest
 import trustme
+from doors import NATIVE_DOORS, POOL, REPO, SCENARIO_CONFIG, node_or_skip, run_scenario
 
-REPO = Path(__file__).resolve().parents[2]
-JS_DIR = REPO / "tests" / "js"
-SCENARIO = JS_DIR / "scenario.mjs"
-
-# The scenario opens more connections from 127.0.0.1 within a second than the default
-# connection rate allows; that limit has tests of its own.
-CONFIG = """\
-[limits]
-connections_per_second_per_ip = 1000
-
-[namespaces."secure"]
-join_key = "jk"
-send_key = "sk"
-"""
-
-EXPECTED_STEPS = [
-    "self-join",
-    "join-announced",
-    "broadcast-chat",
-    "no-echo",
-    "non-object-messages",
-    "direct-message",
-    "direct-to-unknown-uid",
-    "invalid-json",
-    "push",
-    "leave",
-    "protected-channel",
-    "http-push",
-    "http-push-refused",
-    "quiet",
-]
+pytestmark = pytest.mark.doors
 
 STARTUP_TIMEOUT = 10.0
-SCENARIO_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 5.0
 
 
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not on PATH: the itty-sockets client test needs Node.js")
-    for package in ("itty-sockets", "ws"):
-        if not (JS_DIR / "node_modules" / package).is_dir():
-            pytest.skip(f"tests/js/node_modules/{package} is missing: run `npm install` in tests/js")
-    return node
+_LISTENING = re.compile(r"listening on (wss?)://127\.0\.0\.1:(\d+)")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_until_listening(proc: subprocess.Popen[bytes], log: Path) -> int:
+    """The port the command-line server reports it listens on (it was started with port 0)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
+        match = _LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return int(match.group(2))
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode} before listening:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
         if time.monotonic() > deadline:
-            pytest.fail(f"server not accepting on port {port} after {STARTUP_TIMEOUT} s:\n{log.read_text()}")
-        time.sleep(0.05)
+            pytest.fail(f"server not listening after {STARTUP_TIMEOUT} s:\n{log.read_text()}")
+        time.sleep(0.02)
 
 
-@pytest.mark.parametrize("scheme", ["ws", "wss"])
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_stock_itty_sockets_client(backend: str, scheme: str, tmp_path: Path) -> None:
-    """The whole scenario, over plain TCP and over TLS (``wss://`` and ``https://`` push)."""
-    node = _node()
+def _native(backend: str, scheme: str, tmp_path: Path) -> None:
+    """The scenario against ``relaycore serve --backend <backend>``, then a clean SIGTERM."""
+    node = node_or_skip()
     cfg = tmp_path / "relay.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(SCENARIO_CONFIG)
     log = tmp_path / "server.log"
-    port = _free_port()
     cmd = [
         sys.executable, "-m", "transports", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg), "--backend", backend,
+        "--host", "127.0.0.1", "--port", "0", "--config", str(cfg), "--backend", backend,
     ]  # fmt: skip
-    env = dict(os.environ)
+    env = None
     if scheme == "wss":
         # A throwaway CA: the relay gets a certificate from it, Node trusts it.
         ca = trustme.CA()
         pem = tmp_path / "relay.pem"
         ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
         ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        env["NODE_EXTRA_CA_CERTS"] = str(tmp_path / "ca.pem")
+        env = {**_environment(), "NODE_EXTRA_CA_CERTS": str(tmp_path / "ca.pem")}
         cmd += ["--certfile", str(pem)]
     with log.open("wb") as log_file:
-        server = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=_environment())
     try:
-        _wait_until_listening(server, port, log)
-        try:
-            run = subprocess.run(
-                [node, str(SCENARIO), f"{scheme}://127.0.0.1:{port}", f"itty-{backend}"],
-                cwd=JS_DIR,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=SCENARIO_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            output = [
-                x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr)
-            ]
-            pytest.fail(f"scenario still running after {SCENARIO_TIMEOUT} s:\n" + "\n".join(output))
-        assert run.returncode == 0, (
-            f"scenario failed on {backend} (exit {run.returncode}):\n{run.stderr}\n"
-            f"stdout:\n{run.stdout}\nserver log:\n{log.read_text()}"
-        )
-        lines = run.stdout.strip().splitlines()
-        assert lines, f"scenario printed no summary; stderr:\n{run.stderr}"
-        summary = json.loads(lines[-1])
-        assert summary["ok"] is True
-        assert summary["steps"] == EXPECTED_STEPS
-        assert summary["checks"] > 100
+        port = _wait_until_listening(server, log)
         assert f"listening on {scheme}://127.0.0.1:{port}" in log.read_text()
+        run_scenario(node, f"{scheme}://127.0.0.1:{port}", f"itty-{backend}", env, log.read_text)
 
         server.send_signal(signal.SIGTERM)
         try:
@@ -153,3 +83,27 @@ def test_stock_itty_sockets_client(backend: str, scheme: str, tmp_path: Path) ->
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def _environment() -> dict[str, str]:
+    """This environment without ``RELAYCORE_*``: the server would read them as settings."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("RELAYCORE_")}
+
+
+def test_stock_itty_sockets_client(door: str, tmp_path: Path) -> None:
+    """The whole scenario over plain TCP, behind every door."""
+    if door in NATIVE_DOORS:
+        _native(door.removeprefix("native-"), "ws", tmp_path)
+        return
+    node = node_or_skip()
+    process = POOL.get(door, SCENARIO_CONFIG)
+    try:
+        run_scenario(node, f"ws://127.0.0.1:{process.port}", f"itty-{door}", None, process.log)
+    finally:
+        POOL.release(process)
+
+
+@pytest.mark.doors(*NATIVE_DOORS)
+def test_stock_itty_sockets_client_over_tls(door: str, tmp_path: Path) -> None:
+    """The scenario over ``wss://`` and ``https://`` push (TLS is the native server's own)."""
+    _native(door.removeprefix("native-"), "wss", tmp_path)
