@@ -18,7 +18,7 @@ from ._errors import HTTPError, RelayUsageError
 from ._hub import Channel, Clock, Hub, JoiningSession, Member, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
-from ._session import Answer, ClientSession, __version__
+from ._session import Answer, ClientSession, SessionTransport, __version__
 from ._wire import parse_json, text_frame
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "RelayUsageError",
     "ServerConfig",
     "Session",
+    "SessionTransport",
     "State",
     "UidSource",
     "__version__",

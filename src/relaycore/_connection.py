@@ -5,7 +5,7 @@ each complete request goes to the connection's :class:`~relaycore.ClientSession`
 decides it (every rule of PROTOCOL.md lives there). A WebSocket upgrade the session admits
 is answered with 101 and the remaining bytes go to a wsproto frame parser (state
 ``WEBSOCKET``); whole messages go to the session, and a close the session decides comes
-back through ``on_close`` as a close frame. Plain requests (``POST /push/...``, ``GET
+back through ``session_closed`` as a close frame. Plain requests (``POST /push/...``, ``GET
 /version``, ``GET /health``) are answered through h11, with keep-alive. What belongs to the
 framing stays here: HTTP parsing and its errors, the handshake headers, frames and their
 fast path, pings, and the handshake, keepalive and close timers. Every byte the connection
@@ -80,6 +80,35 @@ class Connection:
     b'HTTP/1.1 200 OK'
     """
 
+    __slots__ = (
+        "_body",
+        "_close_timeout",
+        "_echo",
+        "_echo_backlog",
+        "_handshake_timeout",
+        "_held",
+        "_http",
+        "_last_seen",
+        "_method",
+        "_next_ping",
+        "_parts",
+        "_ping_interval",
+        "_ping_sent",
+        "_ping_timeout",
+        "_request",
+        "_scanner",
+        "_size",
+        "_waiting",
+        "_ws",
+        "close_code",
+        "deadline",
+        "hub",
+        "outbox",
+        "problem",
+        "session",
+        "state",
+    )
+
     def __init__(self, hub: Hub, *, client: str = "") -> None:
         self.hub = hub
         #: Why the connection ended badly (a protocol error, a limit), for the log.
@@ -98,9 +127,7 @@ class Connection:
         #: Bytes waiting for this connection's socket.
         self.outbox = hub.new_outbox()
         #: Where every decision about this client is made.
-        self.session = ClientSession(
-            hub, self.outbox, self._send_close, client=client, on_open=self._opened, on_refuse=self._join_refused
-        )
+        self.session = ClientSession(hub, self.outbox, self, client=client)
         self.state = State.HTTP
         #: The close code this side sent or answered with, once closing.
         self.close_code: int | None = None
@@ -366,16 +393,16 @@ class Connection:
         self._respond(answer)
         self._next_cycle()
 
-    def _opened(self) -> None:
-        """The session's ``on_open``: the backplane admitted the pending join."""
+    def session_opened(self) -> None:
+        """The session's transport side: the backplane admitted the pending join."""
         self._waiting = False
         if self.state is State.HTTP:
             self._switch()
         else:  # the connection ended while the join waited
             self.session.leave()
 
-    def _join_refused(self, answer: Answer) -> None:
-        """The session's ``on_refuse``: the backplane refused the pending join."""
+    def session_refused(self, answer: Answer) -> None:
+        """The session's transport side: the backplane refused the pending join."""
         self._waiting = False
         if self.state is State.HTTP:
             self._refuse(answer)
@@ -525,8 +552,8 @@ class Connection:
             self._write_ws(CloseConnection(code=event.code, reason=event.reason or ""))
         self.state = State.CLOSED
 
-    def _send_close(self, code: int, reason: str) -> None:
-        """The session's ``on_close``: send the close frame the session decided."""
+    def session_closed(self, code: int, reason: str) -> None:
+        """The session's transport side: send the close frame the session decided."""
         ws = self._ws
         if ws is None or self.state is not State.WEBSOCKET:
             return

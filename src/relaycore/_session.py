@@ -9,9 +9,11 @@ the loss of the connection. The session answers with decisions and effects:
   refused upgrade; ``None`` from :meth:`ClientSession.request` when a WebSocket opened, with
   what must go first (the handshake answer, the self-join) already in the outbox, or when
   the hub's backplane decides the join later (:attr:`ClientSession.pending`): the session
-  then calls the transport's ``on_open()`` or ``on_refuse(answer)``;
+  then calls the transport's ``session_opened()`` or ``session_refused(answer)``;
 - messages for this client and for others, put into outboxes through the hub;
-- a close, handed to the transport's ``on_close(code, reason)`` exactly once.
+- a close, handed to the transport's ``session_closed(code, reason)`` exactly once.
+
+The transport is any object with those three methods (:class:`SessionTransport`).
 
 Every rule of PROTOCOL.md that a client meets is decided here and only here: routes and
 methods, the per-address connection rate, keys (through the hub), the client address behind
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import msgspec
 
-from ._errors import HTTPError, RelayUsageError
+from ._errors import HTTPError
 from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
@@ -42,6 +45,7 @@ __all__ = [
     "Answer",
     "ClientSession",
     "Headers",
+    "SessionTransport",
     "__version__",
 ]
 
@@ -86,14 +90,30 @@ def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answe
     return Answer(status, body, [(b"content-type", content_type)])
 
 
+class SessionTransport(Protocol):
+    """What a session needs of whatever carries its client (a framing adapter, an ASGI link)."""
+
+    def session_closed(self, code: int, reason: str) -> None:
+        """The relay closes the client: send what is queued, then the close (code, reason)."""
+
+    def session_opened(self) -> None:
+        """A join the backplane decided later was admitted: open the WebSocket now."""
+
+    def session_refused(self, answer: Answer) -> None:
+        """A join the backplane decided later was refused: answer the upgrade with ``answer``."""
+
+
 class ClientSession:
     """One client of the relay, decided framing-neutrally.
 
     >>> from relaycore import Config, Hub, MessageOutbox
     >>> from relaycore.testing import FakeClock, seeded_uids
     >>> hub = Hub(Config(), FakeClock(), seeded_uids(1))
-    >>> closes = []
-    >>> session = ClientSession(hub, MessageOutbox(1 << 20, hub.ready), lambda code, why: closes.append(code))
+    >>> class Link:  # the transport's side: here, nothing to do
+    ...     def session_closed(self, code, reason): pass
+    ...     def session_opened(self): pass
+    ...     def session_refused(self, answer): pass
+    >>> session = ClientSession(hub, MessageOutbox(1 << 20, hub.ready), Link())
     >>> upgrade = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"), (b"sec-websocket-version", b"13"),
     ...            (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")]
     >>> session.request(b"GET", b"/c/room?alias=Ann", upgrade, upgrade=True) is None
@@ -105,10 +125,8 @@ class ClientSession:
     """
 
     __slots__ = (
-        "_on_close",
-        "_on_open",
-        "_on_refuse",
         "_peer_address",
+        "_transport",
         "client",
         "closing",
         "echo",
@@ -126,19 +144,15 @@ class ClientSession:
         self,
         hub: Hub,
         outbox: Outbox,
-        on_close: Callable[[int, str], None],
+        transport: SessionTransport,
         *,
         client: str = "",
         echo_endpoint: bool | None = None,
-        on_open: Callable[[], None] | None = None,
-        on_refuse: Callable[[Answer], None] | None = None,
     ) -> None:
         self.hub = hub
         #: Where everything for this client goes (frames or whole messages).
         self.outbox = outbox
-        self._on_close = on_close
-        self._on_open = on_open
-        self._on_refuse = on_refuse
+        self._transport = transport
         #: A join is waiting for the backplane's decision.
         self.pending = False
         #: The client went away (it may still have a join pending).
@@ -242,8 +256,6 @@ class ClientSession:
         self.hub.admit_connection(self.client)
         self.member = self.hub.join(channel, options, self.outbox, self, greeting)
         if self.member is None:
-            if self._on_open is None or self._on_refuse is None:
-                raise RelayUsageError("this hub decides joins later: give the session on_open and on_refuse")
             self.pending = True
 
     def joined(self, member: Member) -> None:
@@ -253,15 +265,13 @@ class ClientSession:
             self.hub.leave(member)
             return
         self.member = member
-        assert self._on_open is not None
-        self._on_open()
+        self._transport.session_opened()
 
     def join_refused(self, error: HTTPError) -> None:
         """The backplane refused the pending join."""
         self.pending = False
         if not self.gone:
-            assert self._on_refuse is not None
-            self._on_refuse(self.refusal(error))
+            self._transport.session_refused(self.refusal(error))
 
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer:
         if method != b"POST":
@@ -321,7 +331,7 @@ class ClientSession:
 
     def close(self, code: int, reason: str) -> None:
         """Close on the relay's initiative: the member leaves (the others are told), then
-        the transport's ``on_close`` sends the close. Only the first close counts."""
+        the transport's ``session_closed`` sends the close. Only the first close counts."""
         member = self.member
         if member is not None and member.joined:
             self.hub.kick(member, code, reason)  # calls kick() below after the leave
@@ -338,7 +348,7 @@ class ClientSession:
         if self.outbox.overflowed:
             # A slow consumer: its backlog would only delay the close.
             self.outbox.drop_backlog()
-        self._on_close(code, reason)
+        self._transport.session_closed(code, reason)
 
     def leave(self) -> None:
         """The client is gone (it closed, or the connection was lost): leave the channel."""

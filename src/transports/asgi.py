@@ -102,10 +102,10 @@ class _Link:
         self.refusal: Answer | None = None
         self.session: ClientSession | None = None
 
-    def on_open(self) -> None:
+    def session_opened(self) -> None:
         self.decided.set()
 
-    def on_refuse(self, answer: Answer) -> None:
+    def session_refused(self, answer: Answer) -> None:
         self.refusal = answer
         self.decided.set()
 
@@ -116,7 +116,7 @@ class _Link:
             self.idle = None
             waiter.set()
 
-    def on_close(self, code: int, reason: str) -> None:
+    def session_closed(self, code: int, reason: str) -> None:
         self.close = (code, reason)
         self.wake()
         self.closing.set()
@@ -177,7 +177,7 @@ class RelayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self._target(scope)
         method = scope["method"].encode()
-        session = ClientSession(self.hub, MessageOutbox(0, []), _ignore_close, client=self._client(scope))
+        session = ClientSession(self.hub, MessageOutbox(0, []), _PLAIN_HTTP, client=self._client(scope))
         body = bytearray()
         answer = None
         while True:
@@ -209,15 +209,7 @@ class RelayApp:
         outbox.peer = link
         client = self._client(scope)
         # /echo exercises the native server's framing; behind ASGI the server frames.
-        session = link.session = ClientSession(
-            self.hub,
-            outbox,
-            link.on_close,
-            client=client,
-            echo_endpoint=False,
-            on_open=link.on_open,
-            on_refuse=link.on_refuse,
-        )
+        session = link.session = ClientSession(self.hub, outbox, link, client=client, echo_endpoint=False)
         answer = session.request(b"GET", self._target(scope), scope["headers"], upgrade=True)
         self.flush()
         if answer is None and session.pending:
@@ -326,8 +318,20 @@ class RelayApp:
                 await link.done.wait()
 
 
-def _ignore_close(code: int, reason: str) -> None:
-    """Plain HTTP has no WebSocket to close."""
+class _PlainHTTP:
+    """The transport side of a plain HTTP request: there is no WebSocket to open or close."""
+
+    def session_closed(self, code: int, reason: str) -> None:
+        pass
+
+    def session_opened(self) -> None:
+        pass
+
+    def session_refused(self, answer: Answer) -> None:
+        pass
+
+
+_PLAIN_HTTP = _PlainHTTP()
 
 
 def create_app(config: Config | None = None, *, hub: Hub | None = None) -> RelayApp:
