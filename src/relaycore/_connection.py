@@ -44,7 +44,7 @@ from wsproto.utilities import LocalProtocolError
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub, Member
-from ._session import CLOSE_GOING_AWAY, Answer, ClientSession
+from ._session import CLOSE_GOING_AWAY, Answer, ClientSession, message_size
 
 __all__ = ["Connection", "State"]
 
@@ -511,7 +511,7 @@ class Connection:
         if self.state is not State.WEBSOCKET:
             return  # after our close frame, the peer's data frames are ignored
         limit = self.session.message_limit
-        size = self._size + _byte_length(data, limit - self._size)
+        size = self._size + message_size(data, limit - self._size)
         if size > limit:
             self._parts.clear()
             self._size = 0
@@ -570,13 +570,6 @@ class Connection:
         with contextlib.suppress(LocalProtocolError):
             # Only a close frame must survive a slow consumer's dropped backlog.
             self.outbox.write(self._ws.send(event), pin=isinstance(event, CloseConnection))
-
-
-def _byte_length(data: str | bytes, room: int) -> int:
-    """UTF-8 size of ``data`` (exact while it fits in ``room``; at least ``room + 1`` beyond)."""
-    if isinstance(data, bytes) or data.isascii() or len(data) > room:
-        return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
-    return len(data.encode())
 
 
 def _head_size(request: h11.Request) -> int:

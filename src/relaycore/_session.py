@@ -308,7 +308,7 @@ class ClientSession:
         Over :attr:`message_limit` (UTF-8 bytes) it is not relayed: the client is closed 1009.
         """
         limit = self.message_limit
-        if len(data) * 4 > limit and _byte_size(data) > limit:
+        if len(data) * 4 > limit and message_size(data, limit) > limit:
             self.too_big()
         elif self.member is not None and self.closing is None:
             self.hub.receive(self.member, data)
@@ -358,10 +358,11 @@ class ClientSession:
             self.hub.leave(member)
 
 
-def _byte_size(data: str | bytes) -> int:
-    """The size of a message on the wire (UTF-8 for text)."""
-    if isinstance(data, bytes) or data.isascii():  # str.isascii() is O(1) in CPython
-        return len(data)
+def message_size(data: str | bytes, room: int) -> int:
+    """A message's size on the wire (UTF-8 for text): exact while it fits in ``room``, at
+    least ``room + 1`` beyond (no encode is needed to know it is too big)."""
+    if isinstance(data, bytes) or data.isascii() or len(data) > room:
+        return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
     return len(data.encode())
 
 
