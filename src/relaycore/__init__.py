@@ -12,7 +12,7 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 from __future__ import annotations
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
-from ._config import Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
+from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._errors import HTTPError, RelayUsageError
 from ._hub import Channel, Clock, Hub, JoiningSession, Member, Session, UidSource
@@ -27,6 +27,7 @@ __all__ = [
     "Channel",
     "ClientSession",
     "Clock",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "Connection",

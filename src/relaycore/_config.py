@@ -59,6 +59,27 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     handshake_timeout: float = 10.0
 
 
+class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[cluster]``: several relay processes on one Redis behave as one relay (docs/cluster.md)."""
+
+    #: ``redis://host:port/db`` (or ``rediss://``, ``unix://``); empty: one process, in memory.
+    redis_url: str = ""
+    #: This node's name in the cluster; empty: a random one per start.
+    node_id: str = ""
+    #: How often the node says it is alive, and how long the cluster waits before it
+    #: announces a silent node's members' leaves.
+    heartbeat_interval: float = 1.0
+    node_timeout: float = 5.0
+    #: Bytes of messages waiting for Redis before more are dropped (at-most-once).
+    publish_buffer_bytes: int = 8_388_608
+
+    def __post_init__(self) -> None:
+        if self.node_id and (len(self.node_id) > 64 or not all(c.isalnum() or c in "-_." for c in self.node_id)):
+            raise ValueError("`cluster.node_id` must be 1..64 letters, digits, '-', '_' or '.'")
+        if self.node_timeout <= 2 * self.heartbeat_interval:
+            raise ValueError("`cluster.node_timeout` must be more than twice `cluster.heartbeat_interval`")
+
+
 class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[namespaces."<prefix>"]``: a reservation; both keys optional."""
 
@@ -71,6 +92,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     namespaces: dict[str, NamespaceConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +143,9 @@ _POSITIVE = [
     ("limits", "handshake_timeout"),
     ("limits", "pushes_per_second_per_ip"),
     ("server", "shutdown_grace"),
+    ("cluster", "heartbeat_interval"),
+    ("cluster", "node_timeout"),
+    ("cluster", "publish_buffer_bytes"),
 ]
 
 
@@ -130,7 +155,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     Every variable with the prefix must name a real setting: a typo is an error, not a
     silently ignored override.
     """
-    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig}
+    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig, "CLUSTER": ClusterConfig}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

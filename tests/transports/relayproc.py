@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -182,16 +182,20 @@ async def relay_process(
     nofile: int | None = None,
     start_timeout: float = START_TIMEOUT,
     stop_timeout: float = STOP_TIMEOUT,
+    args: Sequence[str] = (),
+    name: str = "",
 ) -> AsyncIterator[RelayProcess]:
     """Run ``relaycore serve`` on 127.0.0.1 with a free port, on ``backend``, for the block.
 
-    ``config`` is the TOML text of its configuration file (written into ``directory``,
+    ``args`` are more ``serve`` arguments (``--redis URL``); ``name`` tells apart the
+    files of several relays on one backend. ``config`` is the TOML text of its configuration file (written into ``directory``,
     with its log). ``nofile`` sets the child's RLIMIT_NOFILE (soft and hard). At exit the
     relay gets SIGTERM, and SIGKILL if it has not exited ``stop_timeout`` seconds later.
     """
-    config_path = directory / f"relay-{backend}.toml"
+    stem = f"relay-{name or backend}"
+    config_path = directory / f"{stem}.toml"
     config_path.write_text(config)
-    log_path = directory / f"relay-{backend}.log"
+    log_path = directory / f"{stem}.log"
     command = [
         sys.executable,
         "-m",
@@ -208,6 +212,7 @@ async def relay_process(
         "--config",
         str(config_path),
     ]
+    command += list(args)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             command,
