@@ -12,6 +12,7 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 from __future__ import annotations
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
+from ._cluster import SCRIPTS, Call, ClusterHub, PushWaiter, channel_keys
 from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._errors import HTTPError, RelayUsageError
@@ -22,12 +23,15 @@ from ._session import Answer, ClientSession, SessionTransport, __version__
 from ._wire import parse_json, text_frame
 
 __all__ = [
+    "SCRIPTS",
     "Answer",
     "Backplane",
+    "Call",
     "Channel",
     "ClientSession",
     "Clock",
     "ClusterConfig",
+    "ClusterHub",
     "Config",
     "ConfigError",
     "Connection",
@@ -43,6 +47,7 @@ __all__ = [
     "NamespaceConfig",
     "NamespaceTable",
     "Outbox",
+    "PushWaiter",
     "RelayUsageError",
     "ServerConfig",
     "Session",
@@ -50,6 +55,7 @@ __all__ = [
     "State",
     "UidSource",
     "__version__",
+    "channel_keys",
     "parse_channel",
     "parse_json",
     "parse_options",

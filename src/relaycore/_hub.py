@@ -50,6 +50,13 @@ JOIN_KEY_REQUIRED = "Joining requires a valid joinKey."
 INVALID_JSON = "Invalid JSON message."
 BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_POLICY = 1008
+
+
+def user_not_found(uid: str) -> str:
+    """The error text of a direct message to a uid not in the channel."""
+    return f"User {uid} not found."
+
+
 #: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
 MAX_WARNINGS = 3
 WARNING_WINDOW = 60.0
@@ -360,7 +367,7 @@ class Hub:
             return
         target = member.channel.members.get(uid)
         if target is None:
-            self.error(member, f"User {uid} not found.")
+            self.error(member, user_not_found(uid))
             return
         envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
         self._deliver((target,), encode(envelope), None)
@@ -372,6 +379,16 @@ class Hub:
         under a reserved namespace whose send key equals ``key``, and HTTPError(429) when
         ``client`` pushes faster than ``pushes_per_second_per_ip``.
         """
+        self._push_allowed(name, key, client)
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        recipients = channel.everyone
+        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None)
+        return len(recipients)
+
+    def _push_allowed(self, name: str, key: str | None, client: str) -> None:
+        """The rate and key checks of an HTTP push (HTTPError 429 or 403)."""
         if not self.pushes.take(client, self.clock.monotonic()):
             raise HTTPError(429, "Too many pushes; slow down.", [(b"retry-after", b"1")])
         reservation = self._reservation(name)
@@ -379,12 +396,6 @@ class Hub:
             raise HTTPError(403, "Pushing requires a reserved namespace with a sendKey.")
         if not _same_key(key, reservation.send_key):
             raise HTTPError(403, "Pushing requires a valid x-send-key.")
-        channel = self.channels.get(name)
-        if channel is None:
-            return 0
-        recipients = channel.everyone
-        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None)
-        return len(recipients)
 
     def error(self, member: Member, text: str) -> None:
         """Send an error frame to ``member`` only."""
@@ -400,14 +411,7 @@ class Hub:
         """Check the join key; return whether the joiner may send (PROTOCOL.md section 6)."""
         reservation = channel.reservation
         if reservation is not None:
-            key_in_play = reservation.join_key is not None or options.join_key is not None
-            if key_in_play and not _same_key(options.join_key, reservation.join_key):
-                raise HTTPError(403, JOIN_KEY_REQUIRED)
-            if options.send_key is not None:
-                if not _same_key(options.send_key, reservation.send_key):
-                    raise HTTPError(403, "Invalid sendKey for this namespace.")
-                return True
-            return reservation.send_key is None
+            return self._admit_reserved(reservation, options)
         if fresh:
             # The first joiner of an open channel sets its keys until it empties.
             channel.join_key = options.join_key
@@ -416,6 +420,18 @@ class Hub:
         if channel.join_key is not None and not _same_key(options.join_key, channel.join_key):
             raise HTTPError(403, JOIN_KEY_REQUIRED)
         return channel.send_key is None or _same_key(options.send_key, channel.send_key)
+
+    @staticmethod
+    def _admit_reserved(reservation: NamespaceConfig, options: JoinOptions) -> bool:
+        """The keys of a reserved namespace: HTTPError(403) or whether the joiner may send."""
+        key_in_play = reservation.join_key is not None or options.join_key is not None
+        if key_in_play and not _same_key(options.join_key, reservation.join_key):
+            raise HTTPError(403, JOIN_KEY_REQUIRED)
+        if options.send_key is not None:
+            if not _same_key(options.send_key, reservation.send_key):
+                raise HTTPError(403, "Invalid sendKey for this namespace.")
+            return True
+        return reservation.send_key is None
 
     def _new_uid(self, channel: Channel) -> str:
         for _ in range(1000):

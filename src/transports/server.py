@@ -50,6 +50,7 @@ import anyio.abc
 from relaycore import Clock, Config, Connection, Hub, RelayUsageError, State, UidSource
 
 from ._clock import SystemClock, secure_uids
+from ._cluster import cluster_driver, cluster_hub
 
 __all__ = ["RelayServer"]
 
@@ -148,7 +149,11 @@ class RelayServer:
                 raise RelayUsageError("RelayServer(hub=...): the clock and uids are the hub's own; pass neither")
             config = hub.config
         self.config = config or Config()
-        self.hub = hub or Hub(self.config, clock or SystemClock(), uids or secure_uids)
+        if hub is None:
+            hub = cluster_hub(self.config, clock or SystemClock(), uids or secure_uids)
+        self.hub = hub
+        #: The cluster driver, when ``[cluster] redis_url`` is set (None: one process).
+        self.backplane = cluster_driver(hub, self._flush)
         #: The addresses bound, as (host, port), once listening.
         self.addresses: list[tuple[str, int]] = []
         self._peers: set[Peer] = set()
@@ -193,9 +198,13 @@ class RelayServer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._poll)
                 tg.start_soon(self._tick)
+                if self.backplane is not None:
+                    await tg.start(self.backplane.run)
                 task_status.started(self.addresses)
                 await self._stop.wait()
                 await self._drain()
+                if self.backplane is not None:
+                    await self.backplane.drain(self.config.server.shutdown_grace)
                 tg.cancel_scope.cancel()
         finally:
             for peer in list(self._peers):
@@ -204,15 +213,19 @@ class RelayServer:
             self._selector.close()
             self._selector = None
 
-    def bind(self, host: str | Sequence[str] | None = None, port: int | None = None) -> list[tuple[str, int]]:
+    def bind(
+        self, host: str | Sequence[str] | None = None, port: int | None = None, *, reuse_port: bool = False
+    ) -> list[tuple[str, int]]:
         """Open the listening sockets now (``serve`` does it if you do not).
 
         Binding before the event loop starts lets a caller report a taken port as a plain
-        ``OSError``.
+        ``OSError``. With ``reuse_port`` the sockets set ``SO_REUSEPORT``, so that several
+        processes (``relaycore serve --workers N``) listen on one port and the kernel
+        spreads the connections among them.
         """
         host = self.config.server.host if host is None else host
         port = self.config.server.port if port is None else port
-        self._listeners = _bind(host, port)
+        self._listeners = _bind(host, port, reuse_port=reuse_port)
         self.addresses = [_address(sock) for sock in self._listeners]
         return self.addresses
 
@@ -685,8 +698,11 @@ class RelayServer:
             self._resume_accepting()  # a descriptor just came free
 
 
-def _bind(host: str | Sequence[str], port: int) -> list[socket.socket]:
-    """Listening sockets for every address of ``host`` (IPv4 and IPv6), non-blocking."""
+def _bind(host: str | Sequence[str], port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening sockets for every address of ``host`` (IPv4 and IPv6), non-blocking.
+
+    ``reuse_port``: set ``SO_REUSEPORT``, to share the port with other processes that do.
+    """
     hosts = [host] if isinstance(host, str) else list(host)
     sockets: list[socket.socket] = []
     try:
@@ -699,6 +715,8 @@ def _bind(host: str | Sequence[str], port: int) -> list[socket.socket]:
                 seen.add((family, sockaddr[0]))
                 sock = socket.socket(family, kind, proto)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 if port == 0 and sockets:

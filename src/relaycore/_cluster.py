@@ -1,0 +1,874 @@
+"""A hub that is one node of a cluster: several relay processes on one Redis, one relay.
+
+Theory of operation. Every node keeps its own members, exactly as a single relay does, and
+a *replica* of each channel it serves (has members or joins in flight in): every member of
+the channel cluster-wide, with its node, in join order. Redis holds the truth, changed only
+by the Lua scripts below, each atomic:
+
+- ``rc:m:{C}`` hash uid -> ``node \\x1f seq \\x1f announce \\x1f alias``: the members of C;
+- ``rc:k:{C}`` the SHA-256 digests of the keys C's first joiner set (open channels);
+- ``rc:s:{C}`` C's event counter; ``rc:c:{C}`` C's pub/sub channel;
+- ``rc:o:<node>`` the channels a node has members in; ``rc:n:<node>`` its heartbeat (with a
+  TTL); ``rc:nodes`` every node known; ``rc:d:<node>`` its direct-message channel.
+
+A join or leave script changes the hash, takes the next number from the counter and
+publishes the event (``J`` or ``L`` record) on ``rc:c:{C}`` in the same atomic step, so every
+node subscribed to C sees every change of C in one order, numbered. A node applies them to
+its replica in that order, and that is the only place presence frames come from: a join's
+self-join, and the join and leave events every node's members hear, all with totals counted
+from the replica, the same on every node. A node's own joiner is admitted when its own ``J``
+record comes back (matched by a token), so it hears exactly the events after its join.
+A node that starts serving C subscribes first, then asks its first join script for the
+members as they were (the snapshot); records that arrive before the snapshot wait, and
+those it already counts are skipped by their number.
+
+Messages never wait for Redis: a member's broadcast goes to the node's own members at once,
+then to the other nodes as one ``M`` record (several messages to one channel share a
+record), already encoded; each node hands the same bytes to its members. A node publishes
+nothing for a channel no other node serves, and subscribes only to channels it serves, so it
+never receives traffic for the others. Direct messages go to the target's node only.
+
+The core decides; the transport only carries. It takes :attr:`ClusterHub.calls` (scripts and
+publishes, in order), keeps the subscriptions equal to :attr:`ClusterHub.subscriptions`,
+feeds every pub/sub message to :meth:`ClusterHub.feed`, and reports each script's reply to
+the call's ``reply``. When Redis goes away it calls :meth:`ClusterHub.offline`: from then on
+the node is a relay of its own (joins and leaves decided and announced locally, messages
+delivered locally); :meth:`ClusterHub.online` after reconnecting re-registers every member
+(``sync``) and, a node timeout later, :meth:`ClusterHub.repair` drops the members of nodes
+that did not come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._backplane import JoinRequest
+from ._config import Config
+from ._errors import HTTPError
+from ._hub import (
+    JOIN_KEY_REQUIRED,
+    SEND_KEY_REQUIRED,
+    Channel,
+    Departure,
+    Hub,
+    JoiningSession,
+    Member,
+    UidSource,
+    user_not_found,
+)
+from ._limits import TokenBucket
+from ._wire import Envelope, JoinFrame, LeaveFrame, SelfJoinFrame, UserEntry, encode, text_frame
+
+__all__ = ["SCRIPTS", "Call", "ClusterHub", "PushWaiter", "channel_keys"]
+
+SEP = b"\x1f"
+#: Between the messages of one ``M`` record (never inside encoded JSON).
+MSG_SEP = b"\x1e"
+#: An ``M`` record is closed at this size; the next message starts another.
+MAX_RECORD = 1 << 20
+#: Records buffered for a channel waiting for its snapshot, before it is synced afresh.
+MAX_BUFFERED = 100_000
+CLOSE_INTERNAL = 1011
+UID_CONFLICT = "uid conflict"
+CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
+
+
+def channel_keys(name: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Redis names for channel ``name``: members hash, keys hash, counter, pub/sub channel.
+
+    The braces are a Redis Cluster hash tag: all four live in one slot.
+    """
+    tag = b"{" + name.encode() + b"}"
+    return b"rc:m:" + tag, b"rc:k:" + tag, b"rc:s:" + tag, b"rc:c:" + tag
+
+
+def node_keys(node: str) -> tuple[bytes, bytes, bytes]:
+    """Redis names for ``node``: heartbeat, its channel set, its direct-message channel."""
+    raw = node.encode()
+    return b"rc:n:" + raw, b"rc:o:" + raw, b"rc:d:" + raw
+
+
+def key_digest(key: str | None) -> bytes:
+    """What Redis keeps of an ephemeral key: its SHA-256 (hex), never the key itself."""
+    return b"" if key is None else hashlib.sha256(key.encode()).hexdigest().encode()
+
+
+# Each script is one atomic decision. '\31' is the unit separator (0x1f) in Lua.
+_JOIN = """
+local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local uid, node, announce, alias, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local jd, sd, snap, reserved, pub, name = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+if redis.call('HEXISTS', m, uid) == 1 then return {'taken'} end
+local can_send = 1
+local stored = {false, false}
+if reserved == '0' then
+  if redis.call('EXISTS', m) == 0 then
+    redis.call('DEL', k)
+    if jd ~= '' then redis.call('HSET', k, 'j', jd) end
+    if sd ~= '' then redis.call('HSET', k, 's', sd) end
+    stored = {jd, sd}
+  else
+    stored = redis.call('HMGET', k, 'j', 's')
+    if stored[1] and stored[1] ~= jd then return {'key'} end
+    if stored[2] and stored[2] ~= sd then can_send = 0 end
+  end
+end
+local snapshot = {}
+if snap == '1' then snapshot = redis.call('HGETALL', m) end
+local seq = redis.call('INCR', s)
+redis.call('PERSIST', s)
+local u = '\\31'
+redis.call('HSET', m, uid, node .. u .. seq .. u .. announce .. u .. alias)
+redis.call('SADD', o, name)
+redis.call('PUBLISH', pub, 'J' .. seq .. u .. node .. u .. uid .. u .. announce .. u .. token .. u .. alias)
+return {'ok', seq, can_send, stored[1] or '', stored[2] or '', snapshot}
+"""
+
+_LEAVE = """
+local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local node, pub, last, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local mark = node .. '\\31'
+local gone = {}
+for i = 5, #ARGV do
+  local value = redis.call('HGET', m, ARGV[i])
+  if value and string.sub(value, 1, #mark) == mark then
+    redis.call('HDEL', m, ARGV[i])
+    gone[#gone + 1] = ARGV[i]
+  end
+end
+if #gone > 0 then
+  local seq = redis.call('INCR', s)
+  redis.call('PUBLISH', pub, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
+end
+if redis.call('EXISTS', m) == 0 then
+  redis.call('DEL', k)
+  redis.call('PEXPIRE', s, 86400000)
+end
+if last == '1' then redis.call('SREM', o, name) end
+return #gone
+"""
+
+_SYNC = """
+local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local node, pub, jd, sd, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local mark = node .. '\\31'
+if redis.call('EXISTS', m) == 0 then
+  redis.call('DEL', k)
+  if jd ~= '' then redis.call('HSET', k, 'j', jd) end
+  if sd ~= '' then redis.call('HSET', k, 's', sd) end
+end
+local mine = {}
+for i = 6, #ARGV, 3 do mine[ARGV[i]] = true end
+local all = redis.call('HGETALL', m)
+local gone, conflicts = {}, {}
+for i = 1, #all, 2 do
+  local uid, value = all[i], all[i + 1]
+  local ours = string.sub(value, 1, #mark) == mark
+  if ours and not mine[uid] then
+    redis.call('HDEL', m, uid)
+    gone[#gone + 1] = uid
+  elseif not ours and mine[uid] then
+    mine[uid] = nil
+    conflicts[#conflicts + 1] = uid
+  end
+end
+if #gone > 0 then
+  local seq = redis.call('INCR', s)
+  redis.call('PUBLISH', pub, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
+end
+for i = 6, #ARGV, 3 do
+  local uid = ARGV[i]
+  if mine[uid] and redis.call('HEXISTS', m, uid) == 0 then
+    local seq = redis.call('INCR', s)
+    local u = '\\31'
+    redis.call('HSET', m, uid, node .. u .. seq .. u .. ARGV[i + 1] .. u .. ARGV[i + 2])
+    redis.call('PUBLISH', pub, 'J' .. seq .. u .. node .. u .. uid .. u .. ARGV[i + 1] .. u .. u .. ARGV[i + 2])
+  end
+end
+if #ARGV >= 6 then
+  redis.call('SADD', o, name)
+  redis.call('PERSIST', s)
+end
+if redis.call('EXISTS', m) == 0 then
+  redis.call('DEL', k)
+  redis.call('PEXPIRE', s, 86400000)
+end
+local stored = redis.call('HMGET', k, 'j', 's')
+return {tonumber(redis.call('GET', s) or '0'), conflicts, redis.call('HGETALL', m), stored[1] or '', stored[2] or ''}
+"""
+
+_PUSH = """
+local n = redis.call('HLEN', KEYS[1])
+if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+return n
+"""
+
+# Nodes whose heartbeat expired: their members leave every channel, announced like any leave.
+_REAP = """
+local reaped = 0
+for _, node in ipairs(redis.call('SMEMBERS', 'rc:nodes')) do
+  if redis.call('EXISTS', 'rc:n:' .. node) == 0 then
+    local mark = node .. '\\31'
+    for _, name in ipairs(redis.call('SMEMBERS', 'rc:o:' .. node)) do
+      local tag = '{' .. name .. '}'
+      local m, s = 'rc:m:' .. tag, 'rc:s:' .. tag
+      local all = redis.call('HGETALL', m)
+      local gone = {}
+      for i = 1, #all, 2 do
+        if string.sub(all[i + 1], 1, #mark) == mark then
+          redis.call('HDEL', m, all[i])
+          gone[#gone + 1] = all[i]
+        end
+      end
+      if #gone > 0 then
+        local seq = redis.call('INCR', s)
+        redis.call('PUBLISH', 'rc:c:' .. tag, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
+        reaped = reaped + #gone
+      end
+      if redis.call('EXISTS', m) == 0 then
+        redis.call('DEL', 'rc:k:' .. tag)
+        redis.call('PEXPIRE', s, 86400000)
+      end
+    end
+    redis.call('DEL', 'rc:o:' .. node)
+    redis.call('SREM', 'rc:nodes', node)
+  end
+end
+return reaped
+"""
+
+#: The Lua scripts a transport registers, by the name a :class:`Call` gives.
+SCRIPTS = {"join": _JOIN, "leave": _LEAVE, "sync": _SYNC, "push": _PUSH, "reap": _REAP}
+
+
+class Call:
+    """One thing for Redis, in order: ``script`` is a name of :data:`SCRIPTS` or ``"publish"``.
+
+    For a publish, ``keys`` is ``[channel]`` and ``args`` is ``[data]``. ``reply`` (if any)
+    takes the script's result; a call whose connection failed is simply dropped (the
+    transport reports the failure through :meth:`ClusterHub.offline`).
+    """
+
+    __slots__ = ("args", "keys", "reply", "script")
+
+    def __init__(
+        self, script: str, keys: list[bytes], args: list[Any], reply: Callable[[Any], None] | None = None
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"<Call {self.script} {self.keys[:1]!r}>"
+
+
+class PushWaiter:
+    """Something waiting for the answer of an HTTP push decided by the cluster."""
+
+    def pushed(self, recipients: int) -> None:
+        raise NotImplementedError
+
+
+class Entry:
+    """A member as the replica knows it: anywhere in the cluster."""
+
+    __slots__ = ("alias", "announce", "node", "uid")
+
+    def __init__(self, uid: str, node: bytes, announce: bool, alias: str | None) -> None:
+        self.uid = uid
+        self.node = node
+        self.announce = announce
+        self.alias = alias
+
+
+class Pending:
+    """A local join sent to Redis, waiting for its own ``J`` record."""
+
+    __slots__ = ("can_send", "request", "uid")
+
+    def __init__(self, request: JoinRequest, uid: str, can_send: bool | None) -> None:
+        self.request = request
+        self.uid = uid
+        #: Decided here for a reserved namespace; by the join script (None) otherwise.
+        self.can_send = can_send
+
+
+class Replica:
+    """What a node knows of a channel it serves: every member, cluster-wide."""
+
+    __slots__ = (
+        "buffered",
+        "join_digest",
+        "keys",
+        "members",
+        "name",
+        "pending",
+        "pub",
+        "send_digest",
+        "seq",
+        "snapshot_asked",
+        "synced",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.keys = channel_keys(name)
+        self.pub = self.keys[3]
+        #: Every member, in join order.
+        self.members: dict[str, Entry] = {}
+        #: The number of the last record applied.
+        self.seq = 0
+        #: False until the snapshot came: records wait in ``buffered``.
+        self.synced = False
+        self.snapshot_asked = False
+        self.buffered: list[bytes] = []
+        #: Local joins by token.
+        self.pending: dict[str, Pending] = {}
+        self.join_digest = b""
+        self.send_digest = b""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _entry(uid: str, value: bytes) -> tuple[int, Entry]:
+    node, seq, announce, alias = value.split(SEP, 3)
+    return int(seq), Entry(uid, node, announce == b"1", alias.decode() or None)
+
+
+class _Plane:
+    """The hub's backplane: every join goes through the cluster."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: ClusterHub) -> None:
+        self.hub = hub
+
+    def join(self, hub: Hub, request: JoinRequest) -> Member | None:
+        return self.hub._join(request)
+
+
+class ClusterHub(Hub):
+    """A :class:`~relaycore.Hub` that is one node of a cluster (see the module's docs).
+
+    ``node`` names this node in the cluster; it must be new on every start (the transport
+    adds a random part to the configured ``node_id``), so a restarted node is never taken
+    for its own predecessor.
+
+    >>> from relaycore.testing import FakeClock, seeded_uids
+    >>> hub = ClusterHub(Config(), FakeClock(), seeded_uids(1), node="a.1")
+    >>> hub.subscriptions == {b"rc:d:a.1"}
+    True
+    """
+
+    def __init__(self, config: Config, clock: Any, uids: UidSource, *, node: str) -> None:
+        super().__init__(config, clock, uids)
+        self.backplane = _Plane(self)
+        self.node = node
+        self.node_raw = node.encode()
+        self.heartbeat_key, self.channels_key, self.direct_key = node_keys(node)
+        #: Channels served, by name.
+        self.replicas: dict[str, Replica] = {}
+        #: What Redis is to do, in order (taken by the transport).
+        self.calls: list[Call] = []
+        #: The pub/sub channels this node must be subscribed to.
+        self.subscriptions: set[bytes] = {self.direct_key}
+        #: Whether Redis is reachable (the transport says).
+        self.is_online = False
+        #: Called when :attr:`calls` gets its first entry (the transport's wake-up).
+        self.on_calls: Callable[[], None] = _nothing
+        self._batches: dict[bytes, Call] = {}
+        self._queued = 0
+        self._tokens = itertools.count(1)
+        #: Counters for logs and metrics.
+        self.stats = {"dropped_messages": 0, "uid_conflicts": 0, "resyncs": 0}
+
+    # -- what the transport drives ------------------------------------------------------
+
+    def take_calls(self) -> list[Call]:
+        """Everything queued for Redis, in order (and forget it)."""
+        calls = self.calls
+        self.calls = []
+        self._batches.clear()
+        self._queued = 0
+        return calls
+
+    def feed(self, channel: bytes, data: bytes) -> None:
+        """A pub/sub message arrived on ``channel``."""
+        if channel == self.direct_key:
+            self._on_direct(data)
+            return
+        name = channel[6:-1].decode()
+        replica = self.replicas.get(name)
+        if replica is None or not data:
+            return
+        kind = data[:1]
+        if kind == b"M":
+            node, _, messages = data[1:].partition(SEP)
+            if node != self.node_raw:
+                local = self.channels.get(name)
+                if local is not None:
+                    for payload in messages.split(MSG_SEP):
+                        self._deliver(local.everyone, payload, None)
+        elif not replica.synced:
+            replica.buffered.append(data)
+            if len(replica.buffered) > MAX_BUFFERED:
+                self._resync(replica)
+        else:
+            self._apply(replica, data)
+
+    def offline(self) -> None:
+        """Redis is gone: decide everything here until :meth:`online`.
+
+        Queued calls are dropped (messages to other nodes are lost: at-most-once); joins
+        waiting for Redis are admitted here now.
+        """
+        self.is_online = False
+        dropped = sum(1 for call in self.calls if call.script == "publish")
+        self.stats["dropped_messages"] += dropped
+        self.take_calls()
+        for replica in list(self.replicas.values()):
+            replica.synced = True
+            replica.snapshot_asked = False
+            replica.buffered.clear()
+            waiting = list(replica.pending.values())
+            replica.pending.clear()
+            for pending in waiting:
+                request = pending.request
+                try:
+                    member = self._admit_here(replica, request, pending.can_send, pending.uid)
+                except HTTPError as exc:
+                    self._refused(replica, request, exc)
+                else:
+                    self._tell_joined(request, member)
+
+    def online(self) -> None:
+        """Redis is back (or reached for the first time): register every member again."""
+        self.is_online = True
+        for replica in self.replicas.values():
+            self._sync(replica, drop_missing=False)
+
+    def repair(self) -> None:
+        """A node timeout after :meth:`online`: forget the members of nodes that are gone."""
+        if self.is_online:
+            for replica in self.replicas.values():
+                self._sync(replica, drop_missing=True)
+
+    # -- joins ----------------------------------------------------------------------------
+
+    def _join(self, request: JoinRequest) -> Member | None:
+        name = request.name
+        reservation = self._reservation(name)
+        can_send = None if reservation is None else self._admit_reserved(reservation, request.options)
+        replica = self.replicas.get(name)
+        if replica is None:
+            replica = self.replicas[name] = Replica(name)
+            replica.synced = not self.is_online
+            self.subscriptions.add(replica.pub)
+        if not self.is_online:
+            try:
+                return self._admit_here(replica, request, can_send, None)
+            except HTTPError:
+                self._unserve_if_idle(replica)
+                raise
+        token = str(next(self._tokens))
+        pending = replica.pending[token] = Pending(request, self._fresh_uid(replica), can_send)
+        self._ask_join(replica, token, pending)
+        return None
+
+    def _ask_join(self, replica: Replica, token: str, pending: Pending) -> None:
+        options = pending.request.options
+        snapshot = not replica.synced and not replica.snapshot_asked
+        replica.snapshot_asked = replica.snapshot_asked or snapshot
+        m, k, s, pub = replica.keys
+        args = [
+            pending.uid,
+            self.node_raw,
+            b"1" if options.announce else b"0",
+            (options.alias or "").encode(),
+            token,
+            key_digest(options.join_key),
+            key_digest(options.send_key),
+            b"1" if snapshot else b"0",
+            b"0" if pending.can_send is None else b"1",
+            pub,
+            replica.name.encode(),
+        ]
+
+        def reply(result: Any) -> None:
+            self._join_reply(replica, token, snapshot, result)
+
+        self._call(Call("join", [m, k, s, self.channels_key], args, reply))
+
+    def _join_reply(self, replica: Replica, token: str, snapshot: bool, result: Any) -> None:
+        if self.replicas.get(replica.name) is not replica or token not in replica.pending:
+            return
+        status = _text(result[0])
+        pending = replica.pending[token]
+        if status == "taken":
+            pending.uid = self._fresh_uid(replica)
+            if snapshot:
+                replica.snapshot_asked = False
+            self._ask_join(replica, token, pending)
+            return
+        if status == "key":
+            del replica.pending[token]
+            if snapshot:
+                replica.snapshot_asked = False
+            self._refused(replica, pending.request, HTTPError(403, JOIN_KEY_REQUIRED))
+            return
+        seq, can_send, join_digest, send_digest = int(result[1]), int(result[2]), result[3], result[4]
+        if pending.can_send is None:
+            pending.can_send = bool(can_send)
+            replica.join_digest, replica.send_digest = _raw(join_digest), _raw(send_digest)
+        if snapshot:
+            self._load(replica, seq - 1, result[5], drop_missing=True)
+
+    def _fresh_uid(self, replica: Replica) -> str:
+        for _ in range(1000):
+            uid = self._uids()
+            if uid not in replica.members and all(p.uid != uid for p in replica.pending.values()):
+                return uid
+        raise RuntimeError("the uid source keeps repeating itself")
+
+    def _admit_here(self, replica: Replica, request: JoinRequest, can_send: bool | None, uid: str | None) -> Member:
+        """Admit ``request`` on this node's own authority (Redis unreachable)."""
+        options = request.options
+        if can_send is None:
+            if not replica.members:
+                replica.join_digest = key_digest(options.join_key)
+                replica.send_digest = key_digest(options.send_key)
+                can_send = True
+            else:
+                if replica.join_digest and key_digest(options.join_key) != replica.join_digest:
+                    raise HTTPError(403, JOIN_KEY_REQUIRED)
+                can_send = not replica.send_digest or key_digest(options.send_key) == replica.send_digest
+        if uid is None or uid in replica.members:
+            uid = self._fresh_uid(replica)
+        replica.members[uid] = Entry(uid, self.node_raw, options.announce, options.alias)
+        return self._admit_local(replica, request, uid, can_send)
+
+    def _admit_local(self, replica: Replica, request: JoinRequest, uid: str, can_send: bool) -> Member:
+        """Make the member (already in the replica) and send the presence frames."""
+        name = replica.name
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(name, self._reservation(name))
+        limits = self.config.limits
+        bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
+        member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
+        member.can_send = can_send
+        channel.members[uid] = member
+        channel._changed()
+        member.outbox.write(request.greeting)
+        total = len(replica.members)
+        date = self.now_ms()
+        users = None
+        if request.options.list:
+            everyone = replica.members.values()
+            users = [UserEntry(uid=e.uid, alias=e.alias, is_self=e.uid == uid) for e in everyone if e.announce]
+        own = encode(SelfJoinFrame(uid=uid, alias=member.alias, total=total, date=date, users=users))
+        member.outbox.put_always(own, text_frame(own))
+        if len(channel.members) > 1 and not self.closing:
+            frame = JoinFrame(total=total, date=date)
+            if member.announce:
+                frame.uid, frame.alias = uid, member.alias
+            self._deliver(channel.everyone, encode(frame), member)
+        return member
+
+    def _tell_joined(self, request: JoinRequest, member: Member) -> None:
+        session = request.session
+        if isinstance(session, JoiningSession):
+            session.joined(member)
+
+    def _refused(self, replica: Replica, request: JoinRequest, error: HTTPError) -> None:
+        session = request.session
+        self._unserve_if_idle(replica)
+        if isinstance(session, JoiningSession):
+            session.join_refused(error)
+
+    # -- records --------------------------------------------------------------------------
+
+    def _apply(self, replica: Replica, data: bytes) -> None:
+        """Apply one ``J`` or ``L`` record, in the cluster's order."""
+        kind = data[:1]
+        fields = data[1:].split(SEP)
+        seq = int(fields[0])
+        if seq <= replica.seq:
+            return  # already counted (in the snapshot)
+        replica.seq = seq
+        if kind == b"J":
+            node, uid, announce, token = fields[1], fields[2].decode(), fields[3] == b"1", fields[4].decode()
+            alias = SEP.join(fields[5:]).decode() or None
+            if uid in replica.members:
+                return
+            replica.members[uid] = Entry(uid, node, announce, alias)
+            if node == self.node_raw:
+                pending = replica.pending.pop(token, None) if token else None
+                if pending is not None:
+                    member = self._admit_local(replica, pending.request, uid, bool(pending.can_send))
+                    self._tell_joined(pending.request, member)
+                    return
+                local = self.channels.get(replica.name)
+                if local is None or uid not in local.members:
+                    # Registered for a client that is gone (or unknown): it leaves again.
+                    del replica.members[uid]
+                    self._ask_leave(replica, [uid])
+            else:
+                self._announce(replica, JoinFrame(total=len(replica.members), date=self.now_ms()), replica.members[uid])
+        elif kind == b"L":
+            local = self.channels.get(replica.name)
+            gone: list[Entry] = []
+            for raw in fields[1:]:
+                uid = raw.decode()
+                entry = replica.members.pop(uid, None)
+                if entry is None:
+                    continue
+                if local is not None and uid in local.members:
+                    # One of ours was dropped from Redis (this node looked dead): register it again.
+                    replica.members[uid] = entry
+                    self._sync(replica, drop_missing=False)
+                    continue
+                gone.append(entry)
+            self._announce_gone(replica, gone, len(replica.members) + len(gone))
+
+    def _announce(self, replica: Replica, frame: JoinFrame | LeaveFrame, entry: Entry) -> None:
+        local = self.channels.get(replica.name)
+        if local is None or self.closing:
+            return
+        if entry.announce:
+            frame.uid, frame.alias = entry.uid, entry.alias
+        self._deliver(local.everyone, encode(frame), None)
+
+    def _announce_gone(self, replica: Replica, gone: list[Entry], before: int) -> None:
+        date = self.now_ms()
+        for k, entry in enumerate(gone):
+            self._announce(replica, LeaveFrame(total=before - 1 - k, date=date), entry)
+
+    def _load(self, replica: Replica, seq: int, flat: list[Any], *, drop_missing: bool) -> None:
+        """Make the replica what Redis says (a snapshot at record ``seq``), telling the local
+        members about every difference; then apply the records that waited."""
+        snapshot: list[tuple[int, Entry]] = []
+        for i in range(0, len(flat), 2):
+            snapshot.append(_entry(_text(flat[i]), _raw(flat[i + 1])))
+        snapshot.sort(key=lambda item: item[0])
+        known = replica.members
+        fresh = {entry.uid: entry for _, entry in snapshot}
+        local = self.channels.get(replica.name)
+        if drop_missing:
+            gone = [e for uid, e in known.items() if uid not in fresh and (local is None or uid not in local.members)]
+            for entry in gone:
+                del known[entry.uid]
+            self._announce_gone(replica, gone, len(known) + len(gone))
+        for entry in fresh.values():
+            if entry.uid not in known:
+                known[entry.uid] = entry
+                self._announce(replica, JoinFrame(total=len(known), date=self.now_ms()), entry)
+        replica.seq = seq
+        replica.synced = True
+        waiting, replica.buffered = replica.buffered, []
+        for data in waiting:
+            if self.replicas.get(replica.name) is not replica or not replica.synced:
+                break
+            self._apply(replica, data)
+
+    def _sync(self, replica: Replica, *, drop_missing: bool) -> None:
+        """Register this node's members of the channel again and reload the replica."""
+        if not self.is_online:
+            return
+        replica.synced = False
+        replica.snapshot_asked = True
+        m, k, s, pub = replica.keys
+        local = self.channels.get(replica.name)
+        args: list[Any] = [self.node_raw, pub, replica.join_digest, replica.send_digest, replica.name.encode()]
+        for member in local.members.values() if local is not None else ():
+            args += [member.uid, b"1" if member.announce else b"0", (member.alias or "").encode()]
+
+        def reply(result: Any) -> None:
+            if self.replicas.get(replica.name) is not replica:
+                return
+            self._conflicts(replica, [_text(uid) for uid in result[1]])
+            if result[3] or result[4]:
+                replica.join_digest, replica.send_digest = _raw(result[3]), _raw(result[4])
+            self._load(replica, int(result[0]), result[2], drop_missing=drop_missing)
+
+        self._call(Call("sync", [m, k, s, self.channels_key], args, reply))
+
+    def _resync(self, replica: Replica) -> None:
+        self.stats["resyncs"] += 1
+        replica.buffered.clear()
+        self._sync(replica, drop_missing=True)
+
+    def _conflicts(self, replica: Replica, uids: list[str]) -> None:
+        """Members admitted here while Redis was away whose uid another node has: closed."""
+        local = self.channels.get(replica.name)
+        for uid in uids:
+            self.stats["uid_conflicts"] += 1
+            replica.members.pop(uid, None)
+            member = local.members.pop(uid, None) if local is not None else None
+            if member is not None and local is not None:
+                local._changed()
+                member.session.kick(CLOSE_INTERNAL, UID_CONFLICT)
+
+    # -- leaving --------------------------------------------------------------------------
+
+    def _depart(self, channel: Channel, departures: list[Departure]) -> None:
+        members = channel.members
+        gone: list[Departure] = []
+        for departure in departures:
+            member = departure[0]
+            if members.get(member.uid) is member:
+                del members[member.uid]
+                gone.append(departure)
+        if not gone:
+            return
+        channel._changed()
+        replica = self.replicas.get(channel.name)
+        if replica is not None:
+            if self.is_online:
+                self._ask_leave(replica, [member.uid for member, _, _ in gone])
+            else:
+                entries = [e for e in (replica.members.pop(m.uid, None) for m, _, _ in gone) if e is not None]
+                self._announce_gone(replica, entries, len(replica.members) + len(entries))
+        if not members and self.channels.get(channel.name) is channel:
+            del self.channels[channel.name]
+            if replica is not None:
+                self._unserve_if_idle(replica)
+        for member, code, reason in gone:
+            if code is not None:
+                member.session.kick(code, reason)
+
+    def _ask_leave(self, replica: Replica, uids: list[str]) -> None:
+        m, k, s, pub = replica.keys
+        local = self.channels.get(replica.name)
+        last = (local is None or not local.members) and not replica.pending
+        args: list[Any] = [self.node_raw, pub, b"1" if last else b"0", replica.name.encode(), *uids]
+        self._call(Call("leave", [m, k, s, self.channels_key], args))
+
+    def _unserve_if_idle(self, replica: Replica) -> None:
+        local = self.channels.get(replica.name)
+        if replica.pending or (local is not None and local.members):
+            return
+        if self.replicas.get(replica.name) is replica:
+            del self.replicas[replica.name]
+            self.subscriptions.discard(replica.pub)
+
+    # -- messages -------------------------------------------------------------------------
+
+    def send(self, member: Member, message: msgspec.Raw) -> None:
+        if not member.can_send:
+            self.error(member, SEND_KEY_REQUIRED)
+            return
+        channel = member.channel
+        payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
+        self._deliver(channel.everyone, payload, None if member.echo else member)
+        replica = self.replicas.get(channel.name)
+        if replica is not None and len(replica.members) > len(channel.members):
+            self._publish(replica.pub, payload)
+
+    def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> None:
+        if uid in member.channel.members:
+            super().send_direct(member, uid, message)
+            return
+        if not member.can_send:
+            self.error(member, SEND_KEY_REQUIRED)
+            return
+        replica = self.replicas.get(member.channel.name)
+        entry = None if replica is None else replica.members.get(uid)
+        if entry is None or entry.node == self.node_raw:
+            self.error(member, user_not_found(uid))
+            return
+        payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
+        record = b"D" + uid.encode() + SEP + payload + SEP + member.channel.name.encode()
+        self._call(Call("publish", [b"rc:d:" + entry.node], [record]))
+
+    def push(  # type: ignore[override]
+        self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
+    ) -> int | None:
+        """HTTP push to every member cluster-wide. A channel this node does not serve is
+        pushed through Redis: then None is returned and ``waiter.pushed(n)`` gets the count."""
+        self._push_allowed(name, key, client)
+        payload = encode(Envelope(date=self.now_ms(), message=message))
+        replica = self.replicas.get(name)
+        if (replica is not None and replica.synced) or not self.is_online or waiter is None:
+            channel = self.channels.get(name)
+            if channel is not None:
+                self._deliver(channel.everyone, payload, None)
+            if replica is None:
+                return 0
+            if len(replica.members) > (0 if channel is None else len(channel.members)):
+                self._publish(replica.pub, payload)
+            return len(replica.members)
+        m, _, _, pub = channel_keys(name)
+
+        def reply(result: Any) -> None:
+            waiter.pushed(int(result))
+
+        self._call(Call("push", [m], [pub, b"M" + SEP + payload], reply))
+        return None
+
+    def _on_direct(self, data: bytes) -> None:
+        if data[:1] != b"D":
+            return
+        uid, _, rest = data[1:].partition(SEP)
+        payload, _, name = rest.partition(SEP)
+        local = self.channels.get(name.decode())
+        target = None if local is None else local.members.get(uid.decode())
+        if target is not None:
+            self._deliver((target,), payload, None)
+
+    # -- queueing -------------------------------------------------------------------------
+
+    def _call(self, call: Call) -> None:
+        if not self.is_online:
+            return
+        calls = self.calls
+        if call.script != "publish" and call.keys:
+            # Messages sent before a join or leave go out before it.
+            self._batches.pop(channel_keys_pub(call), None)
+        calls.append(call)
+        if len(calls) == 1:
+            self.on_calls()
+
+    def _publish(self, pub: bytes, payload: bytes) -> None:
+        """Queue ``payload`` for the other nodes serving the channel (bounded; at-most-once)."""
+        if not self.is_online:
+            return
+        size = len(payload) + 1
+        limit = self.config.cluster.publish_buffer_bytes
+        if self._queued + size > limit:
+            self.stats["dropped_messages"] += 1
+            return
+        self._queued += size
+        batch = self._batches.get(pub)
+        if batch is not None:
+            data: bytearray = batch.args[0]
+            if len(data) + size <= MAX_RECORD:
+                data += MSG_SEP
+                data += payload
+                return
+        batch = Call("publish", [pub], [bytearray(b"M" + self.node_raw + SEP + payload)])
+        self._batches[pub] = batch
+        self.calls.append(batch)
+        if len(self.calls) == 1:
+            self.on_calls()
+
+
+def channel_keys_pub(call: Call) -> bytes:
+    """The pub/sub channel a script call publishes on (its members key's channel)."""
+    return b"rc:c:" + call.keys[0][5:]
+
+
+def _nothing() -> None:
+    pass
