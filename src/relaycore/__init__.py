@@ -12,11 +12,11 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 from __future__ import annotations
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
-from ._cluster import SCRIPTS, Call, ClusterHub, PushWaiter, channel_keys
+from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
 from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._errors import HTTPError, RelayUsageError
-from ._hub import Channel, Clock, Hub, JoiningSession, Member, Session, UidSource
+from ._hub import Channel, Clock, Hub, JoiningSession, Member, PushWaiter, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
 from ._session import Answer, ClientSession, SessionTransport, __version__

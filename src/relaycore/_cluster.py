@@ -51,6 +51,7 @@ from ._backplane import JoinRequest
 from ._config import Config
 from ._errors import HTTPError
 from ._hub import (
+    CLUSTER_UNAVAILABLE,
     JOIN_KEY_REQUIRED,
     SEND_KEY_REQUIRED,
     Channel,
@@ -58,13 +59,14 @@ from ._hub import (
     Hub,
     JoiningSession,
     Member,
+    PushWaiter,
     UidSource,
     user_not_found,
 )
 from ._limits import TokenBucket
 from ._wire import Envelope, JoinFrame, LeaveFrame, SelfJoinFrame, UserEntry, encode, text_frame
 
-__all__ = ["SCRIPTS", "Call", "ClusterHub", "PushWaiter", "channel_keys"]
+__all__ = ["SCRIPTS", "Call", "ClusterHub", "channel_keys"]
 
 SEP = b"\x1f"
 #: Between the messages of one ``M`` record (never inside encoded JSON).
@@ -75,7 +77,6 @@ MAX_RECORD = 1 << 20
 MAX_BUFFERED = 100_000
 CLOSE_INTERNAL = 1011
 UID_CONFLICT = "uid conflict"
-CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
 
 
 def channel_keys(name: str) -> tuple[bytes, bytes, bytes, bytes]:
@@ -268,13 +269,6 @@ class Call:
         return f"<Call {self.script} {self.keys[:1]!r}>"
 
 
-class PushWaiter:
-    """Something waiting for the answer of an HTTP push decided by the cluster."""
-
-    def pushed(self, recipients: int) -> None:
-        raise NotImplementedError
-
-
 class Entry:
     """A member as the replica knows it: anywhere in the cluster."""
 
@@ -391,8 +385,17 @@ class ClusterHub(Hub):
         self._batches: dict[bytes, Call] = {}
         self._queued = 0
         self._tokens = itertools.count(1)
+        #: HTTP pushes waiting for Redis's count, by token.
+        self._pushes: dict[int, PushWaiter] = {}
         #: Counters for logs and metrics.
-        self.stats = {"dropped_messages": 0, "uid_conflicts": 0, "resyncs": 0}
+        self.stats = {
+            "records_in": 0,
+            "bytes_in": 0,
+            "published": 0,
+            "dropped_messages": 0,
+            "uid_conflicts": 0,
+            "resyncs": 0,
+        }
 
     # -- what the transport drives ------------------------------------------------------
 
@@ -404,8 +407,16 @@ class ClusterHub(Hub):
         self._queued = 0
         return calls
 
+    def health(self) -> dict[str, Any]:
+        health = super().health()
+        health["cluster"] = {"node": self.node, "online": self.is_online, "served": len(self.replicas), **self.stats}
+        return health
+
     def feed(self, channel: bytes, data: bytes) -> None:
         """A pub/sub message arrived on ``channel``."""
+        stats = self.stats
+        stats["records_in"] += 1
+        stats["bytes_in"] += len(data)
         if channel == self.direct_key:
             self._on_direct(data)
             return
@@ -438,6 +449,10 @@ class ClusterHub(Hub):
         dropped = sum(1 for call in self.calls if call.script == "publish")
         self.stats["dropped_messages"] += dropped
         self.take_calls()
+        waiters = list(self._pushes.values())
+        self._pushes.clear()
+        for waiter in waiters:
+            waiter.push_failed(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]))
         for replica in list(self.replicas.values()):
             replica.synced = True
             replica.snapshot_asked = False
@@ -793,7 +808,7 @@ class ClusterHub(Hub):
         record = b"D" + uid.encode() + SEP + payload + SEP + member.channel.name.encode()
         self._call(Call("publish", [b"rc:d:" + entry.node], [record]))
 
-    def push(  # type: ignore[override]
+    def push(
         self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
     ) -> int | None:
         """HTTP push to every member cluster-wide. A channel this node does not serve is
@@ -811,9 +826,12 @@ class ClusterHub(Hub):
                 self._publish(replica.pub, payload)
             return len(replica.members)
         m, _, _, pub = channel_keys(name)
+        token = next(self._tokens)
+        self._pushes[token] = waiter
 
         def reply(result: Any) -> None:
-            waiter.pushed(int(result))
+            if self._pushes.pop(token, None) is not None:
+                waiter.pushed(int(result))
 
         self._call(Call("push", [m], [pub, b"M" + SEP + payload], reply))
         return None
@@ -851,6 +869,7 @@ class ClusterHub(Hub):
             self.stats["dropped_messages"] += 1
             return
         self._queued += size
+        self.stats["published"] += 1
         batch = self._batches.get(pub)
         if batch is not None:
             data: bytearray = batch.args[0]

@@ -407,6 +407,13 @@ class Connection:
         if self.state is State.HTTP:
             self._refuse(answer)
 
+    def session_answered(self, answer: Answer) -> None:
+        """The session's transport side: a plain request decided later (an HTTP push) is answered."""
+        self._waiting = False
+        if self.state is State.HTTP:
+            self._respond(answer)
+            self._next_cycle()
+
     def _switch(self) -> None:
         """The session opened a WebSocket: from now on the bytes are frames."""
         if self.session.echo:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -42,7 +42,7 @@ from ._wire import (
     text_frame,
 )
 
-__all__ = ["Channel", "Clock", "Hub", "JoiningSession", "Member", "Session", "UidSource"]
+__all__ = ["Channel", "Clock", "Hub", "JoiningSession", "Member", "PushWaiter", "Session", "UidSource"]
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
 SLOW_CONSUMER = "slow consumer"
@@ -50,6 +50,7 @@ JOIN_KEY_REQUIRED = "Joining requires a valid joinKey."
 INVALID_JSON = "Invalid JSON message."
 BINARY_UNSUPPORTED = "Binary messages are not supported."
 CLOSE_POLICY = 1008
+CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
 
 
 def user_not_found(uid: str) -> str:
@@ -100,6 +101,16 @@ class JoiningSession(Session, Protocol):
 
     def join_refused(self, error: HTTPError) -> None:
         """The join was refused (403): nothing changed in the hub."""
+
+
+class PushWaiter(Protocol):
+    """Waits for the answer of an HTTP push that a cluster decides later."""
+
+    def pushed(self, recipients: int) -> None:
+        """The push reached ``recipients`` members."""
+
+    def push_failed(self, error: HTTPError) -> None:
+        """The push could not be made (the cluster lost Redis meanwhile)."""
 
 
 class Member:
@@ -222,6 +233,10 @@ class Hub:
     def connections(self) -> int:
         """How many members all channels hold."""
         return sum(len(channel.members) for channel in self.channels.values())
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` reports of the hub."""
+        return {"channels": len(self.channels), "connections": self.connections}
 
     # -- membership ---------------------------------------------------------------
 
@@ -372,10 +387,13 @@ class Hub:
         envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
         self._deliver((target,), encode(envelope), None)
 
-    def push(self, name: str, message: msgspec.Raw, key: str | None, client: str = "") -> int:
+    def push(
+        self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
+    ) -> int | None:
         """HTTP push: deliver ``message`` (no sender) to channel ``name``.
 
-        Returns how many members it reached. Raises HTTPError(403) unless ``name`` falls
+        Returns how many members it reached (a cluster may instead return None and tell
+        ``waiter.pushed(n)`` later; one process always answers at once). Raises HTTPError(403) unless ``name`` falls
         under a reserved namespace whose send key equals ``key``, and HTTPError(429) when
         ``client`` pushes faster than ``pushes_per_second_per_ip``.
         """

@@ -32,7 +32,7 @@ from typing import Protocol
 import msgspec
 
 from ._errors import HTTPError
-from ._hub import CLOSE_POLICY, SLOW_CONSUMER, Hub, Member
+from ._hub import CLOSE_POLICY, CLUSTER_UNAVAILABLE, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._outbox import Outbox
@@ -90,6 +90,10 @@ def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answe
     return Answer(status, body, [(b"content-type", content_type)])
 
 
+def _pushed(recipients: int) -> Answer:
+    return _answer(200, msgspec.json.encode({"ok": True, "recipients": recipients}), APPLICATION_JSON)
+
+
 class SessionTransport(Protocol):
     """What a session needs of whatever carries its client (a framing adapter, an ASGI link)."""
 
@@ -101,6 +105,9 @@ class SessionTransport(Protocol):
 
     def session_refused(self, answer: Answer) -> None:
         """A join the backplane decided later was refused: answer the upgrade with ``answer``."""
+
+    def session_answered(self, answer: Answer) -> None:
+        """A plain request the backplane decided later (an HTTP push): answer it with ``answer``."""
 
 
 class ClientSession:
@@ -206,7 +213,7 @@ class ClientSession:
                 self._open(method, None, query, headers, upgrade, handshake)
                 return None
             if path.startswith(b"/push/"):
-                return self._push(method, path[6:], headers, body)
+                return self._push(method, path[6:], headers, body)  # None: the cluster answers later
             return self._plain(method, path)
         except HTTPError as exc:
             return self.refusal(exc, json=path.startswith(b"/push/"))
@@ -273,7 +280,7 @@ class ClientSession:
         if not self.gone:
             self._transport.session_refused(self.refusal(error))
 
-    def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer:
+    def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer | None:
         if method != b"POST":
             raise _method_not_allowed(b"POST")
         channel = parse_channel(raw_channel)
@@ -283,20 +290,37 @@ class ClientSession:
         message = parse_json(body)
         if message is None:
             raise HTTPError(400, "Invalid JSON body.")
-        reached = self.hub.push(channel, message, None if key is None else bytes(key).decode("latin-1"), self.client)
-        return _answer(200, msgspec.json.encode({"ok": True, "recipients": reached}), APPLICATION_JSON)
+        text_key = None if key is None else bytes(key).decode("latin-1")
+        reached = self.hub.push(channel, message, text_key, self.client, self)
+        if reached is None:  # a cluster asks Redis; pushed() answers
+            self.pending = True
+            return None
+        return _pushed(reached)
+
+    def pushed(self, recipients: int) -> None:
+        """The cluster delivered the pending push (the :class:`~relaycore.PushWaiter` side)."""
+        self.pending = False
+        if not self.gone:
+            self._transport.session_answered(_pushed(recipients))
+
+    def push_failed(self, error: HTTPError) -> None:
+        """The cluster could not make the pending push."""
+        self.pending = False
+        if not self.gone:
+            self._transport.session_answered(self.refusal(error, json=True))
+
+    def push_timed_out(self) -> Answer:
+        """The answer when a pending push waited too long (the transport's bound): 503."""
+        self.pending = False
+        self.gone = True
+        return self.refusal(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]), json=True)
 
     def _plain(self, method: bytes, path: bytes) -> Answer:
         hub = self.hub
         if path == b"/version" and method in (b"GET", b"HEAD"):
             return _answer(200, f"relaycore {__version__}\n".encode())
         if path == b"/health" and method in (b"GET", b"HEAD"):
-            health = {
-                "status": "ok",
-                "version": __version__,
-                "channels": len(hub.channels),
-                "connections": hub.connections,
-            }
+            health = {"status": "ok", "version": __version__, **hub.health()}
             return _answer(200, msgspec.json.encode(health), APPLICATION_JSON)
         raise HTTPError(404, "Not found.")
 

@@ -25,9 +25,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -36,6 +37,7 @@ import anyio
 from relaycore import Answer, ClientSession, Clock, Config, Hub, MessageOutbox, UidSource
 
 from ._clock import SystemClock, secure_uids
+from ._cluster import cluster_driver, cluster_hub
 
 __all__ = ["RelayApp", "app", "create_app"]
 
@@ -109,6 +111,9 @@ class _Link:
         self.refusal = answer
         self.decided.set()
 
+    def session_answered(self, answer: Answer) -> None:
+        self.session_refused(answer)
+
     def wake(self) -> None:
         """Something was queued (or a close decided): let an idle writer go."""
         waiter = self.idle
@@ -128,6 +133,10 @@ class RelayApp:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._links: set[_Link] = set()
+        #: The cluster driver, when the hub is a cluster node; it runs during the lifespan
+        #: (or inside :meth:`running`, for an app mounted in another).
+        self.backplane = cluster_driver(hub, self.flush)
+        self._cluster_running = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -177,7 +186,8 @@ class RelayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self._target(scope)
         method = scope["method"].encode()
-        session = ClientSession(self.hub, MessageOutbox(0, []), _PLAIN_HTTP, client=self._client(scope))
+        waiting = _PlainHTTP()
+        session = ClientSession(self.hub, MessageOutbox(0, []), waiting, client=self._client(scope))
         body = bytearray()
         answer = None
         while True:
@@ -193,7 +203,11 @@ class RelayApp:
         if answer is None:
             answer = session.request(method, target, scope["headers"], bytes(body))
             self.flush()
-            assert answer is not None  # an http scope never opens a WebSocket
+            if answer is None:  # a push the cluster answers later
+                with anyio.move_on_after(self.hub.config.limits.handshake_timeout):
+                    answer = await waiting.answer()
+                if answer is None:
+                    answer = session.push_timed_out()
         headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == b"HEAD" else answer.body})
@@ -296,14 +310,41 @@ class RelayApp:
     # -- lifespan --------------------------------------------------------------------------
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await stack.enter_async_context(self.running())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.shutdown()
+                    await stack.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[RelayApp]:
+        """Run the app's background work (the cluster driver) for the block.
+
+        The app's own lifespan does this; an app mounted in another (FastAPI, Starlette),
+        whose lifespan the outer app does not pass on, enters it from the outer lifespan.
+        On leaving, the members' leaves still queued for the cluster are sent first.
+        """
+        if self.backplane is None or self._cluster_running:
+            yield self
+            return
+        self._cluster_running = True
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.backplane.run)
+                try:
+                    yield self
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.backplane.drain(self.hub.config.server.shutdown_grace)
+                    tg.cancel_scope.cancel()
+        finally:
+            self._cluster_running = False
 
     async def shutdown(self) -> None:
         """Close every member with 1001 and wait (up to ``shutdown_grace``) for the closes to go out."""
@@ -319,7 +360,14 @@ class RelayApp:
 
 
 class _PlainHTTP:
-    """The transport side of a plain HTTP request: there is no WebSocket to open or close."""
+    """The transport side of a plain HTTP request: no WebSocket to open or close, and at
+    most one answer to wait for (a push the cluster decides)."""
+
+    __slots__ = ("_answer", "_event")
+
+    def __init__(self) -> None:
+        self._answer: Answer | None = None
+        self._event: Any = None
 
     def session_closed(self, code: int, reason: str) -> None:
         pass
@@ -328,10 +376,19 @@ class _PlainHTTP:
         pass
 
     def session_refused(self, answer: Answer) -> None:
-        pass
+        self.session_answered(answer)
 
+    def session_answered(self, answer: Answer) -> None:
+        self._answer = answer
+        if self._event is not None:
+            self._event.set()
 
-_PLAIN_HTTP = _PlainHTTP()
+    async def answer(self) -> Answer:
+        if self._answer is None:
+            self._event = _event_factory()()
+            await self._event.wait()
+        assert self._answer is not None
+        return self._answer
 
 
 def create_app(config: Config | None = None, *, hub: Hub | None = None) -> RelayApp:
@@ -342,7 +399,7 @@ def create_app(config: Config | None = None, *, hub: Hub | None = None) -> Relay
     102400
     """
     if hub is None:
-        hub = Hub(config or Config(), SystemClock(), secure_uids)
+        hub = cluster_hub(config or Config(), SystemClock(), secure_uids)
     elif config is not None and config != hub.config:
         from relaycore import RelayUsageError
 
@@ -356,7 +413,7 @@ def _from_environment(clock: Clock | None = None, uids: UidSource | None = None)
 
     environ = {name: value for name, value in os.environ.items() if name != "RELAYCORE_CONFIG"}
     config = load_config(os.environ.get("RELAYCORE_CONFIG") or None, environ)
-    return RelayApp(Hub(config, clock or SystemClock(), uids or secure_uids))
+    return RelayApp(cluster_hub(config, clock or SystemClock(), uids or secure_uids))
 
 
 class _LazyApp:
