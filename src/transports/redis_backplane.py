@@ -104,8 +104,10 @@ class RedisBackplane:
             try:
                 await self._session()
             except* Exception as group:
-                reason = _reason(group)
-                self._lost(reason)
+                if not self._stopping:  # at shutdown, whatever failed is over anyway
+                    self._lost(_reason(group))
+            if self._stopping:
+                return
             if time.monotonic() - began > 10 * BACKOFF_MOST:
                 delay = BACKOFF_FIRST
             await anyio.sleep(delay * (0.5 + random.random()))
