@@ -40,7 +40,6 @@ that did not come back.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +47,7 @@ from typing import Any
 import msgspec
 
 from ._backplane import JoinRequest
+from ._cluster_scripts import SCRIPTS, channel_keys, key_digest, node_keys
 from ._config import Config
 from ._errors import HTTPError
 from ._hub import (
@@ -73,178 +73,12 @@ SEP = b"\x1f"
 MSG_SEP = b"\x1e"
 #: An ``M`` record is closed at this size; the next message starts another.
 MAX_RECORD = 1 << 20
-#: Records buffered for a channel waiting for its snapshot, before it is synced afresh.
+#: Records (and their bytes) buffered for a channel waiting for its snapshot, before it is
+#: synced afresh instead.
 MAX_BUFFERED = 100_000
+MAX_BUFFERED_BYTES = 16 << 20
 CLOSE_INTERNAL = 1011
 UID_CONFLICT = "uid conflict"
-
-
-def channel_keys(name: str) -> tuple[bytes, bytes, bytes, bytes]:
-    """Redis names for channel ``name``: members hash, keys hash, counter, pub/sub channel.
-
-    The braces are a Redis Cluster hash tag: all four live in one slot.
-    """
-    tag = b"{" + name.encode() + b"}"
-    return b"rc:m:" + tag, b"rc:k:" + tag, b"rc:s:" + tag, b"rc:c:" + tag
-
-
-def node_keys(node: str) -> tuple[bytes, bytes, bytes]:
-    """Redis names for ``node``: heartbeat, its channel set, its direct-message channel."""
-    raw = node.encode()
-    return b"rc:n:" + raw, b"rc:o:" + raw, b"rc:d:" + raw
-
-
-def key_digest(key: str | None) -> bytes:
-    """What Redis keeps of an ephemeral key: its SHA-256 (hex), never the key itself."""
-    return b"" if key is None else hashlib.sha256(key.encode()).hexdigest().encode()
-
-
-# Each script is one atomic decision. '\31' is the unit separator (0x1f) in Lua.
-_JOIN = """
-local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local uid, node, announce, alias, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local jd, sd, snap, reserved, pub, name = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-if redis.call('HEXISTS', m, uid) == 1 then return {'taken'} end
-local can_send = 1
-local stored = {false, false}
-if reserved == '0' then
-  if redis.call('EXISTS', m) == 0 then
-    redis.call('DEL', k)
-    if jd ~= '' then redis.call('HSET', k, 'j', jd) end
-    if sd ~= '' then redis.call('HSET', k, 's', sd) end
-    stored = {jd, sd}
-  else
-    stored = redis.call('HMGET', k, 'j', 's')
-    if stored[1] and stored[1] ~= jd then return {'key'} end
-    if stored[2] and stored[2] ~= sd then can_send = 0 end
-  end
-end
-local snapshot = {}
-if snap == '1' then snapshot = redis.call('HGETALL', m) end
-local seq = redis.call('INCR', s)
-redis.call('PERSIST', s)
-local u = '\\31'
-redis.call('HSET', m, uid, node .. u .. seq .. u .. announce .. u .. alias)
-redis.call('SADD', o, name)
-redis.call('PUBLISH', pub, 'J' .. seq .. u .. node .. u .. uid .. u .. announce .. u .. token .. u .. alias)
-return {'ok', seq, can_send, stored[1] or '', stored[2] or '', snapshot}
-"""
-
-_LEAVE = """
-local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local node, pub, last, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local mark = node .. '\\31'
-local gone = {}
-for i = 5, #ARGV do
-  local value = redis.call('HGET', m, ARGV[i])
-  if value and string.sub(value, 1, #mark) == mark then
-    redis.call('HDEL', m, ARGV[i])
-    gone[#gone + 1] = ARGV[i]
-  end
-end
-if #gone > 0 then
-  local seq = redis.call('INCR', s)
-  redis.call('PUBLISH', pub, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
-end
-if redis.call('EXISTS', m) == 0 then
-  redis.call('DEL', k)
-  redis.call('PEXPIRE', s, 86400000)
-end
-if last == '1' then redis.call('SREM', o, name) end
-return #gone
-"""
-
-_SYNC = """
-local m, k, s, o = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local node, pub, jd, sd, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local mark = node .. '\\31'
-if redis.call('EXISTS', m) == 0 then
-  redis.call('DEL', k)
-  if jd ~= '' then redis.call('HSET', k, 'j', jd) end
-  if sd ~= '' then redis.call('HSET', k, 's', sd) end
-end
-local mine = {}
-for i = 6, #ARGV, 3 do mine[ARGV[i]] = true end
-local all = redis.call('HGETALL', m)
-local gone, conflicts = {}, {}
-for i = 1, #all, 2 do
-  local uid, value = all[i], all[i + 1]
-  local ours = string.sub(value, 1, #mark) == mark
-  if ours and not mine[uid] then
-    redis.call('HDEL', m, uid)
-    gone[#gone + 1] = uid
-  elseif not ours and mine[uid] then
-    mine[uid] = nil
-    conflicts[#conflicts + 1] = uid
-  end
-end
-if #gone > 0 then
-  local seq = redis.call('INCR', s)
-  redis.call('PUBLISH', pub, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
-end
-for i = 6, #ARGV, 3 do
-  local uid = ARGV[i]
-  if mine[uid] and redis.call('HEXISTS', m, uid) == 0 then
-    local seq = redis.call('INCR', s)
-    local u = '\\31'
-    redis.call('HSET', m, uid, node .. u .. seq .. u .. ARGV[i + 1] .. u .. ARGV[i + 2])
-    redis.call('PUBLISH', pub, 'J' .. seq .. u .. node .. u .. uid .. u .. ARGV[i + 1] .. u .. u .. ARGV[i + 2])
-  end
-end
-if #ARGV >= 6 then
-  redis.call('SADD', o, name)
-  redis.call('PERSIST', s)
-end
-if redis.call('EXISTS', m) == 0 then
-  redis.call('DEL', k)
-  redis.call('PEXPIRE', s, 86400000)
-end
-local stored = redis.call('HMGET', k, 'j', 's')
-return {tonumber(redis.call('GET', s) or '0'), conflicts, redis.call('HGETALL', m), stored[1] or '', stored[2] or ''}
-"""
-
-_PUSH = """
-local n = redis.call('HLEN', KEYS[1])
-if n > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-return n
-"""
-
-# Nodes whose heartbeat expired: their members leave every channel, announced like any leave.
-_REAP = """
-local reaped = 0
-for _, node in ipairs(redis.call('SMEMBERS', 'rc:nodes')) do
-  if redis.call('EXISTS', 'rc:n:' .. node) == 0 then
-    local mark = node .. '\\31'
-    for _, name in ipairs(redis.call('SMEMBERS', 'rc:o:' .. node)) do
-      local tag = '{' .. name .. '}'
-      local m, s = 'rc:m:' .. tag, 'rc:s:' .. tag
-      local all = redis.call('HGETALL', m)
-      local gone = {}
-      for i = 1, #all, 2 do
-        if string.sub(all[i + 1], 1, #mark) == mark then
-          redis.call('HDEL', m, all[i])
-          gone[#gone + 1] = all[i]
-        end
-      end
-      if #gone > 0 then
-        local seq = redis.call('INCR', s)
-        redis.call('PUBLISH', 'rc:c:' .. tag, 'L' .. seq .. '\\31' .. table.concat(gone, '\\31'))
-        reaped = reaped + #gone
-      end
-      if redis.call('EXISTS', m) == 0 then
-        redis.call('DEL', 'rc:k:' .. tag)
-        redis.call('PEXPIRE', s, 86400000)
-      end
-    end
-    redis.call('DEL', 'rc:o:' .. node)
-    redis.call('SREM', 'rc:nodes', node)
-  end
-end
-return reaped
-"""
-
-#: The Lua scripts a transport registers, by the name a :class:`Call` gives.
-SCRIPTS = {"join": _JOIN, "leave": _LEAVE, "sync": _SYNC, "push": _PUSH, "reap": _REAP}
 
 
 class Call:
@@ -298,8 +132,10 @@ class Replica:
 
     __slots__ = (
         "buffered",
+        "buffered_bytes",
         "join_digest",
         "keys",
+        "leaving",
         "members",
         "name",
         "pending",
@@ -322,10 +158,19 @@ class Replica:
         self.synced = False
         self.snapshot_asked = False
         self.buffered: list[bytes] = []
+        self.buffered_bytes = 0
         #: Local joins by token.
         self.pending: dict[str, Pending] = {}
+        #: This node's members that left, whose ``L`` record has not come back yet.
+        self.leaving: set[str] = set()
         self.join_digest = b""
         self.send_digest = b""
+
+    def pending_uid(self, uid: str) -> tuple[str, Pending] | None:
+        for token, pending in self.pending.items():
+            if pending.uid == uid:
+                return token, pending
+        return None
 
 
 def _text(value: Any) -> str:
@@ -339,6 +184,12 @@ def _raw(value: Any) -> bytes:
 def _entry(uid: str, value: bytes) -> tuple[int, Entry]:
     node, seq, announce, alias = value.split(SEP, 3)
     return int(seq), Entry(uid, node, announce == b"1", alias.decode() or None)
+
+
+def _messages_in(call: Call) -> int:
+    """How many messages a publish call carries."""
+    data = call.args[0]
+    return data.count(MSG_SEP) + 1 if data[:1] == b"M" else 1
 
 
 class _Plane:
@@ -387,6 +238,8 @@ class ClusterHub(Hub):
         self._tokens = itertools.count(1)
         #: HTTP pushes waiting for Redis's count, by token.
         self._pushes: dict[int, PushWaiter] = {}
+        #: Channels no longer served whose last leaves Redis may not have heard of.
+        self._unsettled: set[str] = set()
         #: Counters for logs and metrics.
         self.stats = {
             "records_in": 0,
@@ -420,34 +273,26 @@ class ClusterHub(Hub):
         if channel == self.direct_key:
             self._on_direct(data)
             return
-        name = channel[6:-1].decode()
-        replica = self.replicas.get(name)
+        replica = self.replicas.get(channel[6:-1].decode())
         if replica is None or not data:
             return
-        kind = data[:1]
-        if kind == b"M":
-            node, _, messages = data[1:].partition(SEP)
-            if node != self.node_raw:
-                local = self.channels.get(name)
-                if local is not None:
-                    for payload in messages.split(MSG_SEP):
-                        self._deliver(local.everyone, payload, None)
-        elif not replica.synced:
-            replica.buffered.append(data)
-            if len(replica.buffered) > MAX_BUFFERED:
-                self._resync(replica)
-        else:
+        if replica.synced:
             self._apply(replica, data)
+            return
+        replica.buffered.append(data)
+        replica.buffered_bytes += len(data)
+        if len(replica.buffered) > MAX_BUFFERED or replica.buffered_bytes > MAX_BUFFERED_BYTES:
+            self._resync(replica)
 
     def offline(self) -> None:
         """Redis is gone: decide everything here until :meth:`online`.
 
-        Queued calls are dropped (messages to other nodes are lost: at-most-once); joins
-        waiting for Redis are admitted here now.
+        Queued calls are dropped (messages to other nodes are lost: at-most-once); leaves
+        Redis has not confirmed are announced here, and joins waiting for Redis are
+        admitted here, now.
         """
         self.is_online = False
-        dropped = sum(1 for call in self.calls if call.script == "publish")
-        self.stats["dropped_messages"] += dropped
+        self.stats["dropped_messages"] += sum(_messages_in(call) for call in self.calls if call.script == "publish")
         self.take_calls()
         waiters = list(self._pushes.values())
         self._pushes.clear()
@@ -457,6 +302,11 @@ class ClusterHub(Hub):
             replica.synced = True
             replica.snapshot_asked = False
             replica.buffered.clear()
+            replica.buffered_bytes = 0
+            members = replica.members
+            gone = [members.pop(uid) for uid in sorted(replica.leaving) if uid in members]
+            replica.leaving.clear()
+            self._announce_gone(replica, gone, len(members) + len(gone))
             waiting = list(replica.pending.values())
             replica.pending.clear()
             for pending in waiting:
@@ -467,12 +317,18 @@ class ClusterHub(Hub):
                     self._refused(replica, request, exc)
                 else:
                     self._tell_joined(request, member)
+            self._unserve_if_idle(replica)
 
     def online(self) -> None:
         """Redis is back (or reached for the first time): register every member again."""
         self.is_online = True
         for replica in self.replicas.values():
             self._sync(replica, drop_missing=False)
+        for name in sorted(self._unsettled):
+            if name in self.replicas:
+                self._unsettled.discard(name)  # its sync settles it
+            else:
+                self._forget(name)
 
     def repair(self) -> None:
         """A node timeout after :meth:`online`: forget the members of nodes that are gone."""
@@ -506,6 +362,7 @@ class ClusterHub(Hub):
         options = pending.request.options
         snapshot = not replica.synced and not replica.snapshot_asked
         replica.snapshot_asked = replica.snapshot_asked or snapshot
+        reserved = pending.can_send is not None
         m, k, s, pub = replica.keys
         args = [
             pending.uid,
@@ -516,46 +373,54 @@ class ClusterHub(Hub):
             key_digest(options.join_key),
             key_digest(options.send_key),
             b"1" if snapshot else b"0",
-            b"0" if pending.can_send is None else b"1",
+            b"1" if reserved else b"0",
             pub,
             replica.name.encode(),
         ]
 
         def reply(result: Any) -> None:
-            self._join_reply(replica, token, snapshot, result)
+            self._join_reply(replica, token, snapshot, reserved, result)
 
         self._call(Call("join", [m, k, s, self.channels_key], args, reply))
 
-    def _join_reply(self, replica: Replica, token: str, snapshot: bool, result: Any) -> None:
-        if self.replicas.get(replica.name) is not replica or token not in replica.pending:
+    def _join_reply(self, replica: Replica, token: str, snapshot: bool, reserved: bool, result: Any) -> None:
+        if self.replicas.get(replica.name) is not replica:
             return
         status = _text(result[0])
-        pending = replica.pending[token]
+        if status == "ok" and not reserved:
+            replica.join_digest, replica.send_digest = _raw(result[3]), _raw(result[4])
+        pending = replica.pending.get(token)
+        if pending is None:  # admitted already: its own record came first
+            return
+        if snapshot and status != "ok":
+            replica.snapshot_asked = False
         if status == "taken":
             pending.uid = self._fresh_uid(replica)
-            if snapshot:
-                replica.snapshot_asked = False
             self._ask_join(replica, token, pending)
             return
         if status == "key":
             del replica.pending[token]
-            if snapshot:
-                replica.snapshot_asked = False
             self._refused(replica, pending.request, HTTPError(403, JOIN_KEY_REQUIRED))
+            if self.replicas.get(replica.name) is replica and not replica.synced and not replica.snapshot_asked:
+                self._sync(replica, drop_missing=True)  # the joins behind it still need a snapshot
             return
-        seq, can_send, join_digest, send_digest = int(result[1]), int(result[2]), result[3], result[4]
         if pending.can_send is None:
-            pending.can_send = bool(can_send)
-            replica.join_digest, replica.send_digest = _raw(join_digest), _raw(send_digest)
+            pending.can_send = bool(int(result[2]))
         if snapshot:
-            self._load(replica, seq - 1, result[5], drop_missing=True)
+            self._load(replica, int(result[1]) - 1, result[5], drop_missing=True)
 
     def _fresh_uid(self, replica: Replica) -> str:
         for _ in range(1000):
             uid = self._uids()
-            if uid not in replica.members and all(p.uid != uid for p in replica.pending.values()):
+            if uid not in replica.members and replica.pending_uid(uid) is None:
                 return uid
         raise RuntimeError("the uid source keeps repeating itself")
+
+    def _may_send(self, replica: Replica, pending: Pending) -> bool:
+        """The send-key decision for a join Redis admitted, from the channel's key digests."""
+        if pending.can_send is not None:
+            return pending.can_send
+        return not replica.send_digest or key_digest(pending.request.options.send_key) == replica.send_digest
 
     def _admit_here(self, replica: Replica, request: JoinRequest, can_send: bool | None, uid: str | None) -> Member:
         """Admit ``request`` on this node's own authority (Redis unreachable)."""
@@ -602,6 +467,11 @@ class ClusterHub(Hub):
             self._deliver(channel.everyone, encode(frame), member)
         return member
 
+    def _admit_pending(self, replica: Replica, token: str, pending: Pending) -> None:
+        del replica.pending[token]
+        member = self._admit_local(replica, pending.request, pending.uid, self._may_send(replica, pending))
+        self._tell_joined(pending.request, member)
+
     def _tell_joined(self, request: JoinRequest, member: Member) -> None:
         session = request.session
         if isinstance(session, JoiningSession):
@@ -616,47 +486,64 @@ class ClusterHub(Hub):
     # -- records --------------------------------------------------------------------------
 
     def _apply(self, replica: Replica, data: bytes) -> None:
-        """Apply one ``J`` or ``L`` record, in the cluster's order."""
+        """Apply one record, in the cluster's order."""
         kind = data[:1]
+        if kind == b"M":
+            node, _, messages = data[1:].partition(SEP)
+            local = self.channels.get(replica.name)
+            if node != self.node_raw and local is not None:
+                for payload in messages.split(MSG_SEP):
+                    self._deliver(local.everyone, payload, None)
+            return
         fields = data[1:].split(SEP)
         seq = int(fields[0])
         if seq <= replica.seq:
             return  # already counted (in the snapshot)
         replica.seq = seq
         if kind == b"J":
-            node, uid, announce, token = fields[1], fields[2].decode(), fields[3] == b"1", fields[4].decode()
-            alias = SEP.join(fields[5:]).decode() or None
-            if uid in replica.members:
-                return
-            replica.members[uid] = Entry(uid, node, announce, alias)
-            if node == self.node_raw:
-                pending = replica.pending.pop(token, None) if token else None
-                if pending is not None:
-                    member = self._admit_local(replica, pending.request, uid, bool(pending.can_send))
-                    self._tell_joined(pending.request, member)
-                    return
-                local = self.channels.get(replica.name)
-                if local is None or uid not in local.members:
-                    # Registered for a client that is gone (or unknown): it leaves again.
-                    del replica.members[uid]
-                    self._ask_leave(replica, [uid])
-            else:
-                self._announce(replica, JoinFrame(total=len(replica.members), date=self.now_ms()), replica.members[uid])
+            self._apply_join(replica, fields)
         elif kind == b"L":
-            local = self.channels.get(replica.name)
-            gone: list[Entry] = []
-            for raw in fields[1:]:
-                uid = raw.decode()
-                entry = replica.members.pop(uid, None)
-                if entry is None:
-                    continue
-                if local is not None and uid in local.members:
-                    # One of ours was dropped from Redis (this node looked dead): register it again.
-                    replica.members[uid] = entry
-                    self._sync(replica, drop_missing=False)
-                    continue
-                gone.append(entry)
-            self._announce_gone(replica, gone, len(replica.members) + len(gone))
+            self._apply_leave(replica, [raw.decode() for raw in fields[1:]])
+
+    def _apply_join(self, replica: Replica, fields: list[bytes]) -> None:
+        node, uid, announce, token = fields[1], fields[2].decode(), fields[3] == b"1", fields[4].decode()
+        alias = SEP.join(fields[6:]).decode() or None
+        if uid in replica.members:
+            return
+        replica.members[uid] = entry = Entry(uid, node, announce, alias)
+        if node != self.node_raw:
+            self._announce(replica, JoinFrame(total=len(replica.members), date=self.now_ms()), entry)
+            return
+        pending = replica.pending.get(token) if token else None
+        if pending is not None:
+            if pending.can_send is None:
+                pending.can_send = fields[5] == b"1"  # the record came before the script's reply
+            self._admit_pending(replica, token, pending)
+            return
+        local = self.channels.get(replica.name)
+        if local is None or uid not in local.members:
+            # Registered for a client that is gone (or unknown): it leaves again.
+            del replica.members[uid]
+            self._ask_leave(replica, [uid])
+
+    def _apply_leave(self, replica: Replica, uids: list[str]) -> None:
+        local = self.channels.get(replica.name)
+        gone: list[Entry] = []
+        ours_dropped = False
+        for uid in uids:
+            replica.leaving.discard(uid)
+            entry = replica.members.pop(uid, None)
+            if entry is None:
+                continue
+            if local is not None and uid in local.members:
+                # One of ours was dropped from Redis (this node looked dead): register it again.
+                replica.members[uid] = entry
+                ours_dropped = True
+                continue
+            gone.append(entry)
+        self._announce_gone(replica, gone, len(replica.members) + len(gone))
+        if ours_dropped:
+            self._sync(replica, drop_missing=True)
 
     def _announce(self, replica: Replica, frame: JoinFrame | LeaveFrame, entry: Entry) -> None:
         local = self.channels.get(replica.name)
@@ -674,10 +561,7 @@ class ClusterHub(Hub):
     def _load(self, replica: Replica, seq: int, flat: list[Any], *, drop_missing: bool) -> None:
         """Make the replica what Redis says (a snapshot at record ``seq``), telling the local
         members about every difference; then apply the records that waited."""
-        snapshot: list[tuple[int, Entry]] = []
-        for i in range(0, len(flat), 2):
-            snapshot.append(_entry(_text(flat[i]), _raw(flat[i + 1])))
-        snapshot.sort(key=lambda item: item[0])
+        snapshot = sorted((_entry(_text(flat[i]), _raw(flat[i + 1])) for i in range(0, len(flat), 2)), key=_first)
         known = replica.members
         fresh = {entry.uid: entry for _, entry in snapshot}
         local = self.channels.get(replica.name)
@@ -687,15 +571,25 @@ class ClusterHub(Hub):
                 del known[entry.uid]
             self._announce_gone(replica, gone, len(known) + len(gone))
         for entry in fresh.values():
-            if entry.uid not in known:
-                known[entry.uid] = entry
+            if entry.uid in known:
+                continue
+            known[entry.uid] = entry
+            if entry.node != self.node_raw:
                 self._announce(replica, JoinFrame(total=len(known), date=self.now_ms()), entry)
+                continue
+            found = replica.pending_uid(entry.uid)
+            if found is not None:  # its record is older than the snapshot: admitted from it
+                self._admit_pending(replica, *found)
+            elif local is None or entry.uid not in local.members:
+                del known[entry.uid]
+                self._ask_leave(replica, [entry.uid])
         replica.seq = seq
         replica.synced = True
         waiting, replica.buffered = replica.buffered, []
+        replica.buffered_bytes = 0
         for data in waiting:
             if self.replicas.get(replica.name) is not replica or not replica.synced:
-                break
+                break  # synced afresh meanwhile: the new snapshot covers the rest
             self._apply(replica, data)
 
     def _sync(self, replica: Replica, *, drop_missing: bool) -> None:
@@ -704,11 +598,19 @@ class ClusterHub(Hub):
             return
         replica.synced = False
         replica.snapshot_asked = True
-        m, k, s, pub = replica.keys
         local = self.channels.get(replica.name)
-        args: list[Any] = [self.node_raw, pub, replica.join_digest, replica.send_digest, replica.name.encode()]
-        for member in local.members.values() if local is not None else ():
+        members = list(local.members.values()) if local is not None else []
+        args: list[Any] = [
+            self.node_raw,
+            replica.pub,
+            replica.join_digest,
+            replica.send_digest,
+            replica.name.encode(),
+            str(len(members)),
+        ]
+        for member in members:
             args += [member.uid, b"1" if member.announce else b"0", (member.alias or "").encode()]
+        args += [pending.uid for pending in replica.pending.values()]
 
         def reply(result: Any) -> None:
             if self.replicas.get(replica.name) is not replica:
@@ -718,11 +620,23 @@ class ClusterHub(Hub):
                 replica.join_digest, replica.send_digest = _raw(result[3]), _raw(result[4])
             self._load(replica, int(result[0]), result[2], drop_missing=drop_missing)
 
+        self._call(Call("sync", [*replica.keys[:3], self.channels_key], args, reply))
+
+    def _forget(self, name: str) -> None:
+        """Remove whatever Redis still has of this node in a channel it no longer serves."""
+        m, k, s, pub = channel_keys(name)
+
+        def reply(result: Any) -> None:
+            if name not in self.replicas:
+                self._unsettled.discard(name)
+
+        args = [self.node_raw, pub, b"", b"", name.encode(), b"0"]
         self._call(Call("sync", [m, k, s, self.channels_key], args, reply))
 
     def _resync(self, replica: Replica) -> None:
         self.stats["resyncs"] += 1
         replica.buffered.clear()
+        replica.buffered_bytes = 0
         self._sync(replica, drop_missing=True)
 
     def _conflicts(self, replica: Replica, uids: list[str]) -> None:
@@ -730,11 +644,16 @@ class ClusterHub(Hub):
         local = self.channels.get(replica.name)
         for uid in uids:
             self.stats["uid_conflicts"] += 1
-            replica.members.pop(uid, None)
+            entry = replica.members.pop(uid, None)
             member = local.members.pop(uid, None) if local is not None else None
-            if member is not None and local is not None:
-                local._changed()
-                member.session.kick(CLOSE_INTERNAL, UID_CONFLICT)
+            if member is None or local is None:
+                continue
+            local._changed()
+            if entry is not None:
+                self._announce(replica, LeaveFrame(total=len(replica.members), date=self.now_ms()), entry)
+            member.session.kick(CLOSE_INTERNAL, UID_CONFLICT)
+        if local is not None and not local.members and self.channels.get(local.name) is local:
+            del self.channels[local.name]
 
     # -- leaving --------------------------------------------------------------------------
 
@@ -750,12 +669,20 @@ class ClusterHub(Hub):
             return
         channel._changed()
         replica = self.replicas.get(channel.name)
-        if replica is not None:
-            if self.is_online:
-                self._ask_leave(replica, [member.uid for member, _, _ in gone])
-            else:
-                entries = [e for e in (replica.members.pop(m.uid, None) for m, _, _ in gone) if e is not None]
-                self._announce_gone(replica, entries, len(replica.members) + len(entries))
+        if replica is not None and self.is_online:
+            uids = [member.uid for member, _, _ in gone]
+            replica.leaving.update(uids)
+            self._ask_leave(replica, uids)
+        elif replica is not None:
+            # Redis is away: this node announces its leaves itself, as a single relay does.
+            before = len(replica.members)
+            decided = len(gone)
+            for member, _, _ in gone:
+                replica.members.pop(member.uid, None)
+            if members and not self.closing:
+                self._announce_leaves(channel, gone, before)  # slow consumers swept in one pass
+            for member, _, _ in gone[decided:]:
+                replica.members.pop(member.uid, None)
         if not members and self.channels.get(channel.name) is channel:
             del self.channels[channel.name]
             if replica is not None:
@@ -766,10 +693,16 @@ class ClusterHub(Hub):
 
     def _ask_leave(self, replica: Replica, uids: list[str]) -> None:
         m, k, s, pub = replica.keys
-        local = self.channels.get(replica.name)
+        name = replica.name
+        local = self.channels.get(name)
         last = (local is None or not local.members) and not replica.pending
-        args: list[Any] = [self.node_raw, pub, b"1" if last else b"0", replica.name.encode(), *uids]
-        self._call(Call("leave", [m, k, s, self.channels_key], args))
+        args: list[Any] = [self.node_raw, pub, b"1" if last else b"0", name.encode(), *uids]
+
+        def reply(result: Any) -> None:
+            if name not in self.replicas:
+                self._unsettled.discard(name)
+
+        self._call(Call("leave", [m, k, s, self.channels_key], args, reply))
 
     def _unserve_if_idle(self, replica: Replica) -> None:
         local = self.channels.get(replica.name)
@@ -778,6 +711,8 @@ class ClusterHub(Hub):
         if self.replicas.get(replica.name) is replica:
             del self.replicas[replica.name]
             self.subscriptions.discard(replica.pub)
+            if replica.leaving or not self.is_online:
+                self._unsettled.add(replica.name)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -801,12 +736,14 @@ class ClusterHub(Hub):
             return
         replica = self.replicas.get(member.channel.name)
         entry = None if replica is None else replica.members.get(uid)
-        if entry is None or entry.node == self.node_raw:
+        if replica is None or entry is None or entry.node == self.node_raw:
             self.error(member, user_not_found(uid))
             return
         payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
         record = b"D" + uid.encode() + SEP + payload + SEP + member.channel.name.encode()
-        self._call(Call("publish", [b"rc:d:" + entry.node], [record]))
+        if self.is_online and self._reserve(len(record)):
+            self._batches.pop(replica.pub, None)  # the sender's later broadcasts go after it
+            self._call(Call("publish", [b"rc:d:" + entry.node], [record]))
 
     def push(
         self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
@@ -816,13 +753,14 @@ class ClusterHub(Hub):
         self._push_allowed(name, key, client)
         payload = encode(Envelope(date=self.now_ms(), message=message))
         replica = self.replicas.get(name)
-        if (replica is not None and replica.synced) or not self.is_online or waiter is None:
-            channel = self.channels.get(name)
+        channel = self.channels.get(name)
+        if not self.is_online or waiter is None or (replica is not None and replica.synced):
             if channel is not None:
                 self._deliver(channel.everyone, payload, None)
-            if replica is None:
-                return 0
-            if len(replica.members) > (0 if channel is None else len(channel.members)):
+            here = 0 if channel is None else len(channel.members)
+            if replica is None or not self.is_online:
+                return here  # without Redis, only the members here were reached
+            if len(replica.members) > here:
                 self._publish(replica.pub, payload)
             return len(replica.members)
         m, _, _, pub = channel_keys(name)
@@ -854,22 +792,27 @@ class ClusterHub(Hub):
         calls = self.calls
         if call.script != "publish" and call.keys:
             # Messages sent before a join or leave go out before it.
-            self._batches.pop(channel_keys_pub(call), None)
+            self._batches.pop(b"rc:c:" + call.keys[0][5:], None)
         calls.append(call)
         if len(calls) == 1:
             self.on_calls()
+
+    def _reserve(self, size: int) -> bool:
+        """Count ``size`` bytes against the publish bound; False (and one more drop) when over."""
+        if self._queued + size > self.config.cluster.publish_buffer_bytes:
+            self.stats["dropped_messages"] += 1
+            return False
+        self._queued += size
+        self.stats["published"] += 1
+        return True
 
     def _publish(self, pub: bytes, payload: bytes) -> None:
         """Queue ``payload`` for the other nodes serving the channel (bounded; at-most-once)."""
         if not self.is_online:
             return
         size = len(payload) + 1
-        limit = self.config.cluster.publish_buffer_bytes
-        if self._queued + size > limit:
-            self.stats["dropped_messages"] += 1
+        if not self._reserve(size):
             return
-        self._queued += size
-        self.stats["published"] += 1
         batch = self._batches.get(pub)
         if batch is not None:
             data: bytearray = batch.args[0]
@@ -884,9 +827,8 @@ class ClusterHub(Hub):
             self.on_calls()
 
 
-def channel_keys_pub(call: Call) -> bytes:
-    """The pub/sub channel a script call publishes on (its members key's channel)."""
-    return b"rc:c:" + call.keys[0][5:]
+def _first(item: tuple[int, Entry]) -> int:
+    return item[0]
 
 
 def _nothing() -> None:
