@@ -1,4 +1,4 @@
-"""The command line: ``relaycore serve``."""
+"""The command line: ``relaycore serve``, in one process or as N workers (``--workers``)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
+import msgspec
 
 from relaycore import Config, ConfigError, __version__
 
+from ._workers import Supervisor, reserve_port
 from .server import RelayServer
 
 __all__ = ["main"]
@@ -29,18 +33,48 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Config:
     return Config.from_toml(text, dict(os.environ) if env is None else env)
 
 
-async def _serve(server: RelayServer, backend: str) -> None:
+def _announce(addresses: Sequence[tuple[str, int]], tls: bool, how: str) -> None:
+    """The start-up line, one per address: ``relaycore 0.1.0 listening on ws://...``."""
+    for addr_host, addr_port in addresses:
+        shown = f"[{addr_host}]" if ":" in addr_host else addr_host
+        scheme = "wss" if tls else "ws"
+        log.info("relaycore %s listening on %s://%s:%d (%s)", __version__, scheme, shown, addr_port, how)
+
+
+async def _serve(server: RelayServer, backend: str, supervisor: socket.socket | None = None) -> None:
     async with anyio.create_task_group() as tg:
         addresses = await tg.start(server.serve)
-        for addr_host, addr_port in addresses:
-            shown = f"[{addr_host}]" if ":" in addr_host else addr_host
-            scheme = "wss" if server.ssl_context is not None else "ws"
-            log.info("relaycore %s listening on %s://%s:%d (%s)", __version__, scheme, shown, addr_port, backend)
+        _announce(addresses, server.ssl_context is not None, backend)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                server.shutdown()
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(_until_signal, signals, waiting.cancel_scope)
+                if supervisor is not None:
+                    with contextlib.suppress(OSError):  # a supervisor gone: _until_orphaned sees it
+                        supervisor.send(b"+")  # ready: listening, and SIGTERM is handled (see _workers)
+                    waiting.start_soon(_until_orphaned, supervisor, waiting.cancel_scope)
+        server.shutdown()
+
+
+async def _until_signal(signals: AsyncIterator[signal.Signals], done: anyio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        break
+    done.cancel()
+
+
+async def _until_orphaned(supervisor: socket.socket, done: anyio.CancelScope) -> None:
+    """A worker's lifeline: end-of-file on the supervisor's socket means it died."""
+    while True:
+        await anyio.wait_readable(supervisor)
+        try:
+            if not supervisor.recv(64):
                 break
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+    log.warning("the supervisor is gone, shutting down")
+    done.cancel()
 
 
 def _backend_missing(backend: str) -> str | None:
@@ -70,6 +104,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.server.tls_certfile = args.certfile
     if args.keyfile is not None:
         config.server.tls_keyfile = args.keyfile
+    cluster = {
+        name: value for name, value in (("redis_url", args.redis), ("node_id", args.node_id)) if value is not None
+    }
+    try:
+        # replace() runs ClusterConfig's own checks, as the file and environment get them.
+        config.cluster = msgspec.structs.replace(config.cluster, **cluster)
+    except ValueError as exc:
+        print(f"relaycore: {exc}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _cmd_serve_workers(args, config, host, port)
+    supervisor = None
+    if args.supervisor_fd is not None:
+        try:
+            supervisor = socket.socket(fileno=args.supervisor_fd)
+            supervisor.setblocking(False)
+        except OSError as exc:
+            print(f"relaycore: --supervisor-fd {args.supervisor_fd}: {exc}", file=sys.stderr)
+            return 2
     try:
         server = RelayServer(config)
     except (OSError, ssl.SSLError) as exc:
@@ -79,15 +132,77 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"relaycore: {exc}", file=sys.stderr)
         return 2
     try:
-        server.bind(host, port)
+        server.bind(host, port, reuse_port=args.reuse_port)
     except OSError as exc:
         print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     # A second Ctrl-C during the graceful drain stops at once, without a traceback.
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(_serve, server, args.backend, backend=args.backend)
+        anyio.run(_serve, server, args.backend, supervisor, backend=args.backend)
     log.info("relaycore stopped")
     return 0
+
+
+def _cmd_serve_workers(args: argparse.Namespace, config: Config, host: str, port: int) -> int:
+    """``serve --workers N``: N worker processes on one port, one cluster (see _workers)."""
+    count = args.workers
+    if not config.cluster.redis_url:
+        print(
+            f"relaycore: --workers {count} needs a cluster backplane: pass --redis URL (or set [cluster] redis_url)",
+            file=sys.stderr,
+        )
+        return 2
+    if not hasattr(socket, "SO_REUSEPORT"):
+        print(f"relaycore: --workers {count} needs SO_REUSEPORT, which this system lacks", file=sys.stderr)
+        return 2
+    base = config.cluster.node_id or secrets.token_hex(4)
+    node_ids = [f"{base}-w{index}" for index in range(1, count + 1)]
+    try:
+        msgspec.structs.replace(config.cluster, node_id=node_ids[-1])  # the longest one
+    except ValueError as exc:
+        print(f"relaycore: {exc} (the workers' node ids are {node_ids[-1]!r} and the like)", file=sys.stderr)
+        return 2
+    try:
+        reserved = reserve_port(host, port)
+    except OSError as exc:
+        print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    addresses = [(str(name[0]), int(name[1])) for name in (sock.getsockname() for sock in reserved)]
+    command = [sys.executable, "-m", "transports", "--log-level", args.log_level, "serve", "--host", host]
+    command += ["--port", str(addresses[0][1]), "--backend", args.backend]
+    for flag, value in (("--config", args.config), ("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+        if value is not None:
+            command += [flag, value]
+
+    def worker(node_id: str, fd: int) -> list[str]:
+        return [*command, "--node-id", node_id, "--reuse-port", "--supervisor-fd", str(fd)]
+
+    # The workers read the file and the environment themselves; the Redis URL goes by the
+    # environment, not argv, which every local user can read (it may hold a password).
+    env = {**os.environ, "RELAYCORE_CLUSTER_REDIS_URL": config.cluster.redis_url}
+    supervisor = Supervisor(worker, node_ids, env=env, grace=config.server.shutdown_grace + 5)
+    tls = bool(config.server.tls_certfile)
+    try:
+        status = supervisor.run(lambda: _announce(addresses, tls, f"{args.backend}, {count} workers"))
+    except OSError as exc:
+        print(f"relaycore: cannot start the workers: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sock in reserved:
+            sock.close()
+    if status == 0:
+        log.info("relaycore stopped")
+    return status
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {count}")
+    return count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"], help="event loop")
     serve.add_argument("--certfile", default=None, help="serve TLS (wss://) with this PEM certificate chain")
     serve.add_argument("--keyfile", default=None, help="the certificate's private key (if not in --certfile)")
+    serve.add_argument("--redis", default=None, metavar="URL", help="join the cluster on this Redis (redis://...)")
+    serve.add_argument("--node-id", default=None, metavar="ID", help="this relay's name in the cluster")
+    serve.add_argument(
+        "--workers", type=_worker_count, default=1, metavar="N", help="run N processes on one port (needs --redis)"
+    )
+    # A worker of --workers N: listen with SO_REUSEPORT, talk to the supervisor on this fd.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
     return parser
 
@@ -109,8 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``relaycore`` command."""
     args = build_parser().parse_args(argv)
+    # The workers of --workers N share the supervisor's stderr: their lines carry their pid.
+    tag = "[%(process)d]" if getattr(args, "supervisor_fd", None) is not None else ""
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", stream=sys.stderr
     )
     return int(args.func(args))
 

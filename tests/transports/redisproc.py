@@ -32,7 +32,8 @@ START_TIMEOUT = 10.0
 
 def redis_binary() -> str:
     """The path of ``redis-server``; the test is skipped (locally) or fails (CI) without it."""
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    packaged = "/usr/bin/redis-server"
+    found = shutil.which("redis-server") or (packaged if os.path.exists(packaged) else None)
     if found is None:
         message = "redis-server is not installed (apt-get install -y redis-server)"
         if os.environ.get("CI"):
@@ -72,16 +73,19 @@ class RedisProcess:
 
     async def start(self) -> None:
         log = open(self.directory / f"redis-{self.port}.log", "ab")  # noqa: SIM115 (the child owns it)
+        # fmt: off
+        command = [
+            redis_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.directory),
+            "--protected-mode", "no",
+        ]
+        # fmt: on
         self.process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--protected-mode", "no",
-            ],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

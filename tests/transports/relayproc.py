@@ -73,6 +73,21 @@ class RelayProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def children(self) -> list[int]:
+        """The pids of the relay's live child processes (the workers of ``--workers N``)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    state, ppid = stat.read().rpartition(")")[2].split()[:2]
+            except OSError:  # it exited meanwhile
+                continue
+            if int(ppid) == self.pid and state != "Z":
+                pids.append(int(entry))
+        return sorted(pids)
+
     def rss(self) -> int:
         """The resident set size of the relay, in bytes (VmRSS in /proc/<pid>/status)."""
         with open(f"/proc/{self.pid}/status") as status:
@@ -184,13 +199,16 @@ async def relay_process(
     stop_timeout: float = STOP_TIMEOUT,
     args: Sequence[str] = (),
     name: str = "",
+    listening: re.Pattern[str] = _LISTENING,
 ) -> AsyncIterator[RelayProcess]:
     """Run ``relaycore serve`` on 127.0.0.1 with a free port, on ``backend``, for the block.
 
     ``args`` are more ``serve`` arguments (``--redis URL``); ``name`` tells apart the
-    files of several relays on one backend. ``config`` is the TOML text of its configuration file (written into ``directory``,
-    with its log). ``nofile`` sets the child's RLIMIT_NOFILE (soft and hard). At exit the
-    relay gets SIGTERM, and SIGKILL if it has not exited ``stop_timeout`` seconds later.
+    files of several relays on one backend. ``config`` is the TOML text of its configuration
+    file (written into ``directory``, with its log). ``nofile`` sets the child's
+    RLIMIT_NOFILE (soft and hard). ``listening`` is the log line waited for, its group 1
+    the port (with ``--workers N``, the supervisor's line, after every worker's own). At
+    exit the relay gets SIGTERM, and SIGKILL if it has not exited ``stop_timeout`` seconds later.
     """
     stem = f"relay-{name or backend}"
     config_path = directory / f"{stem}.toml"
@@ -224,8 +242,8 @@ async def relay_process(
         )
     relay = RelayProcess(process, log_path)
     try:
-        line = await relay.wait_for_line(lambda text: _LISTENING.search(text) is not None, start_timeout, "listening")
-        match = _LISTENING.search(line)
+        line = await relay.wait_for_line(lambda text: listening.search(text) is not None, start_timeout, "listening")
+        match = listening.search(line)
         assert match is not None
         relay.port = int(match.group(1))
         yield relay
