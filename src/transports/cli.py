@@ -19,6 +19,7 @@ import msgspec
 
 from relaycore import Config, ConfigError, __version__
 
+from ._tools import add_commands
 from ._workers import Supervisor, reserve_port
 from .server import RelayServer
 
@@ -77,6 +78,13 @@ async def _until_orphaned(supervisor: socket.socket, done: anyio.CancelScope) ->
     done.cancel()
 
 
+def _missing(module: str) -> bool:
+    """Whether an optional dependency is absent."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
 def _backend_missing(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None. trio is an optional dependency."""
     if backend != "trio":
@@ -112,6 +120,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.cluster = msgspec.structs.replace(config.cluster, **cluster)
     except ValueError as exc:
         print(f"relaycore: {exc}", file=sys.stderr)
+        return 2
+    if config.cluster.redis_url and _missing("coredis"):
+        print("relaycore: the cluster needs coredis: pip install 'relaycore[redis]'", file=sys.stderr)
         return 2
     if args.workers > 1:
         return _cmd_serve_workers(args, config, host, port)
@@ -226,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--supervisor-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
+    add_commands(sub)
     return parser
 
 
