@@ -1,71 +1,56 @@
-"""Deterministic helpers for testing protocol code against the relay, with no sockets.
+"""Deterministic helpers for testing code that speaks the relay protocol, with no sockets.
 
-- :class:`FakeClock`: time that moves only when told.
-- :func:`seeded_uids`: a reproducible uid source.
+- :class:`Harness`: a whole relay in one object, driven by plain calls. Its members
+  (:class:`VirtualMember`) come in through the native server's front door: an HTTP upgrade
+  and WebSocket frames fed to a :class:`~relaycore.Connection`, whose
+  :class:`~relaycore.ClientSession` decides everything, exactly as for a socket. HTTP
+  requests (:meth:`Harness.push`, :meth:`Harness.http`) go to a ``ClientSession`` too.
+- :class:`FakeClock`: time that moves only when told. :meth:`Harness.advance` moves it and
+  runs every timer that falls due meanwhile (pings, dead peers, close timeouts).
+- :func:`seeded_uids`: a reproducible uid source. :func:`config_for_tests`: the defaults,
+  with the per-address rates raised, since every test client comes from one address.
 - :class:`DeferredBackplane`: joins decided only when told, to test transports against
   a backplane that answers later (a cluster's).
-- :class:`VirtualClient`: a member of a hub driven by plain calls, which records the
-  frames it receives as decoded JSON.
+- :class:`VirtualClient`: a member of a hub itself (no session, no framing), which records
+  the frames it receives as decoded JSON.
 
->>> from relaycore import Config, Hub
->>> hub = Hub(Config(), FakeClock(), seeded_uids(7))
->>> alice = VirtualClient(hub, "room", alias="Alice")
->>> bob = VirtualClient(hub, "room", echo=True)
+Nothing here opens a socket, starts a loop or a thread, or reads the time: the same calls
+give the same frames, uids and dates on every run.
+
+>>> h = Harness()
+>>> ann = h.join("/c/room?alias=Ann&announce")
+>>> bob = h.join("room", alias="Bob")
+>>> ann.expect("join", total=2)["date"]
+1700000000000
 >>> bob.send({"type": "chat", "text": "hi"})
->>> alice.received()[-1]["message"]
+>>> ann.expect("message", uid=bob.uid, alias="Bob")["message"]
 {'type': 'chat', 'text': 'hi'}
+>>> ann.expect_nothing()
 """
 
 from __future__ import annotations
 
-import random
-import string
 from typing import Any
 
 import msgspec
 
 from ._backplane import JoinRequest
 from ._errors import RelayUsageError
+from ._harness import FakeClock, Harness, HTTPAnswer, VirtualMember, config_for_tests, seeded_uids
 from ._hub import Hub, Member
 from ._names import JoinOptions
 from ._outbox import MessageOutbox
 
-__all__ = ["DeferredBackplane", "FakeClock", "VirtualClient", "seeded_uids"]
-
-_UID_ALPHABET = string.ascii_letters + string.digits
-
-
-class FakeClock:
-    """A clock for tests: starts at ``start`` (epoch seconds) and moves with :meth:`advance`."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
-
-    def time(self) -> float:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        if seconds < 0:
-            raise ValueError("time only moves forward")
-        self._now += seconds
-
-
-def seeded_uids(seed: int) -> Any:
-    """A uid source drawing from ``random.Random(seed)``: the same seed, the same uids."""
-    return uid_source(random.Random(seed))
-
-
-def uid_source(rng: random.Random) -> Any:
-    """A uid source drawing 6 characters of ``[A-Za-z0-9]`` from ``rng``."""
-
-    def next_uid() -> str:
-        return "".join(rng.choices(_UID_ALPHABET, k=6))
-
-    return next_uid
+__all__ = [
+    "DeferredBackplane",
+    "FakeClock",
+    "HTTPAnswer",
+    "Harness",
+    "VirtualClient",
+    "VirtualMember",
+    "config_for_tests",
+    "seeded_uids",
+]
 
 
 class VirtualClient:

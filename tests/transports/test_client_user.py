@@ -3,37 +3,24 @@ three functions, nothing else of the project."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
+from relaycore import Config, NamespaceConfig
+from relaycore.testing import config_for_tests
 from transports.client import connect, http_push, push
 
 pytestmark = pytest.mark.anyio
 
-# -- provided by the relaycore pytest plugin once it exists ---------------------------------
-# A stand-in until then: the native relay in this process, on a free port, with one
-# reserved namespace ("alerts") that has a send key. Swap this block for the plugin.
-
-from conftest import make_config, running  # noqa: E402
-
-
-class _RelayServer:
-    def __init__(self, server: Any) -> None:
-        self.config = server.config
-        self.url = f"http://127.0.0.1:{server.port}"
+# relay_server comes from the relaycore pytest plugin; this file's relay reserves one
+# namespace ("alerts") with a send key, for HTTP push.
 
 
 @pytest.fixture
-async def relay_server() -> AsyncIterator[_RelayServer]:
-    config = make_config('[namespaces."alerts"]\nsend_key = "alert-key"')
-    async with running(config) as server:
-        yield _RelayServer(server)
-
-
-# -- end of the stand-in ------------------------------------------------------------------------
+def relay_config() -> Config:
+    return config_for_tests(namespaces={"alerts": NamespaceConfig(send_key="alert-key")})
 
 
 async def test_two_members_chat(relay_server: Any) -> None:

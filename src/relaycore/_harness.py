@@ -1,0 +1,498 @@
+"""The in-process harness behind :mod:`relaycore.testing` (see its docstring)."""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import msgspec
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from ._config import Config, LimitsConfig
+from ._connection import Connection
+from ._errors import HTTPError, RelayUsageError
+from ._hub import Hub, Member
+from ._outbox import MessageOutbox
+from ._session import Answer, ClientSession
+
+__all__ = ["FakeClock", "HTTPAnswer", "Harness", "VirtualMember", "config_for_tests", "seeded_uids", "uid_source"]
+
+_UID_ALPHABET = string.ascii_letters + string.digits
+#: The per-address connection and push rates of :func:`config_for_tests`.
+TEST_RATE_PER_ADDRESS = 10_000.0
+#: A close without a close frame, as a WebSocket client reports it (RFC 6455, 7.1.5).
+CLOSE_ABNORMAL = 1006
+#: The query keys of the connection options (docs/protocol.md, section 3).
+_OPTION_KEYS = {
+    "alias": "alias",
+    "announce": "announce",
+    "echo": "echo",
+    "list": "list",
+    "join_key": "joinKey",
+    "send_key": "sendKey",
+}
+
+
+class FakeClock:
+    """A clock for tests: starts at ``start`` (epoch seconds) and moves with :meth:`advance`."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+
+    def time(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self._now += seconds
+
+
+def seeded_uids(seed: int) -> Any:
+    """A uid source drawing from ``random.Random(seed)``: the same seed, the same uids."""
+    return uid_source(random.Random(seed))
+
+
+def uid_source(rng: random.Random) -> Any:
+    """A uid source drawing 6 characters of ``[A-Za-z0-9]`` from ``rng``."""
+
+    def next_uid() -> str:
+        return "".join(rng.choices(_UID_ALPHABET, k=6))
+
+    return next_uid
+
+
+def config_for_tests(**fields: Any) -> Config:
+    """``Config(**fields)``, with the per-address connection and push rates raised to
+    :data:`TEST_RATE_PER_ADDRESS` where they are left at their defaults.
+
+    Every client of a test comes from one address, and the defaults (10 connections and 20
+    pushes a second) would refuse the eleventh member of a test with 429. A rate set to
+    anything else is kept, so the limits themselves can still be tested.
+
+    >>> config = config_for_tests(limits=LimitsConfig(messages_burst=5))
+    >>> config.limits.messages_burst, config.limits.connections_per_second_per_ip
+    (5, 10000.0)
+    """
+    config = Config(**fields)
+    defaults, limits = LimitsConfig(), config.limits
+    raised = {
+        name: TEST_RATE_PER_ADDRESS
+        for name in ("connections_per_second_per_ip", "pushes_per_second_per_ip")
+        if getattr(limits, name) == getattr(defaults, name)
+    }
+    return msgspec.structs.replace(config, limits=msgspec.structs.replace(limits, **raised))
+
+
+# -- the harness ----------------------------------------------------------------------------
+
+
+class HTTPAnswer:
+    """The relay's answer to a plain HTTP request: ``status``, ``headers`` (lower-case
+    names), ``body`` (bytes), and the body read as :attr:`text` or :meth:`json`."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, answer: Answer) -> None:
+        self.status = answer.status
+        self.headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in answer.headers}
+        self.body = answer.body
+
+    def __repr__(self) -> str:
+        return f"<HTTPAnswer {self.status} {self.body[:60]!r}>"
+
+    @property
+    def text(self) -> str:
+        """The body as text (``/version``, and the refusals of other requests, are text)."""
+        return self.body.decode()
+
+    def json(self) -> Any:
+        """The body decoded as JSON (every answer of ``/push/`` and ``/health`` is)."""
+        return msgspec.json.decode(self.body)
+
+
+class _PlainRequest:
+    """The transport side of a plain HTTP request: answered at once, nothing to do later."""
+
+    def session_closed(self, code: int, reason: str) -> None:
+        pass
+
+    def session_opened(self) -> None:
+        pass
+
+    def session_refused(self, answer: Answer) -> None:
+        pass
+
+    def session_answered(self, answer: Answer) -> None:
+        pass
+
+
+class Harness:
+    """A relay in one object: virtual members, HTTP requests and time, all by plain calls.
+
+    ``config`` is the relay's configuration; None means :func:`config_for_tests()`. Members
+    and requests come from ``client`` (an address, for the per-address limits) unless they
+    say otherwise. uids come from ``seeded_uids(seed)``, time from ``clock``, which starts at
+    1,700,000,000 s (dates ``1700000000000``) unless you pass your own.
+
+    After every call, everything the call caused has been delivered: each member's frames
+    are there to read, and every answer a member owes the relay (its pongs, the answer to a
+    close) has been given.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        seed: int = 0,
+        clock: FakeClock | None = None,
+        client: str = "127.0.0.1",
+    ) -> None:
+        self.config = config_for_tests() if config is None else config
+        self.clock = FakeClock() if clock is None else clock
+        self.hub = Hub(self.config, self.clock, seeded_uids(seed))
+        self.client = client
+        #: Members whose connection the relay has not finished with, in join order.
+        self._open: list[VirtualMember] = []
+
+    def __repr__(self) -> str:
+        return f"<Harness {len(self._open)} open at {self.clock.monotonic()}>"
+
+    def join(
+        self,
+        target: str,
+        *,
+        alias: str | None = None,
+        announce: bool | None = None,
+        echo: bool | None = None,
+        list: bool | None = None,  # the protocol's own name for the option
+        join_key: str | None = None,
+        send_key: str | None = None,
+        client: str | None = None,
+        responsive: bool = True,
+    ) -> VirtualMember:
+        """Open a WebSocket to ``target`` and read the self-join, like a client's ``connect``.
+
+        ``target`` is a path (``"/c/room?alias=Ann&announce"``, also ``/r/...``) or a bare
+        channel name (``"team:ops"``, percent-encoded here). The keywords are the connection
+        options; one that is not None replaces that option in the target's query. With
+        ``responsive=False`` the member answers neither pings nor close frames (see
+        :attr:`VirtualMember.responsive`). A refused upgrade raises
+        :class:`~relaycore.HTTPError` with the relay's status, text and headers.
+        """
+        options: dict[str, str | bool | None] = {"alias": alias, "announce": announce, "echo": echo, "list": list}
+        options.update(join_key=join_key, send_key=send_key)
+        ws = WSConnection(ConnectionType.CLIENT)
+        conn = Connection(self.hub, client=self.client if client is None else client)
+        member = VirtualMember(self, conn, ws, responsive)
+        conn.outbox.peer = member
+        self._open.append(member)
+        conn.receive_data(ws.send(Request(host="relay.test", target=_target(target, options))))
+        self._flush()
+        if member._refusal is not None:
+            status, headers, body = member._refusal
+            raise HTTPError(status, body.decode(errors="replace"), headers)
+        if member.hello is None:  # the opt-in /echo endpoint: no channel, no self-join
+            conn.connection_lost()
+            self._flush()
+            raise RelayUsageError(f"{target!r} opened no channel (the harness's members join channels)")
+        return member
+
+    def http(
+        self,
+        method: str,
+        target: str,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        client: str | None = None,
+    ) -> HTTPAnswer:
+        """One plain HTTP request (``/push/...``, ``/health``, ``/version``), as the relay answers it."""
+        outbox = MessageOutbox(self.config.limits.outbound_buffer_bytes, self.hub.ready)
+        session = ClientSession(self.hub, outbox, _PlainRequest(), client=self.client if client is None else client)
+        pairs = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+        answer = session.request(method.encode("ascii"), target.encode("ascii"), pairs, body)
+        self._flush()
+        if answer is None:
+            raise RelayUsageError("the harness answers requests decided at once (no cluster)")
+        return HTTPAnswer(answer)
+
+    def push(self, channel: str, value: Any, *, send_key: str | None = None, client: str | None = None) -> HTTPAnswer:
+        """``POST /push/<channel>`` with ``value`` as its JSON body (and ``x-send-key``).
+
+        The answer's :meth:`~HTTPAnswer.json` is ``{"ok": true, "recipients": n}`` or
+        ``{"ok": false, "error": ...}``.
+        """
+        headers = {"content-type": "application/json"}
+        if send_key is not None:
+            headers["x-send-key"] = send_key
+        body = msgspec.json.encode(value)
+        return self.http("POST", "/push/" + quote(channel, safe=":/"), body=body, headers=headers, client=client)
+
+    def advance(self, seconds: float) -> None:
+        """Move time ``seconds`` forward, running every connection's timers as they fall due
+        (in time order, then join order), then the hub's housekeeping."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        clock = self.clock
+        # To the microsecond, so that advancing 29.9 s then 0.1 s lands on a 30 s deadline.
+        end = round(clock.monotonic() + seconds, 6)
+        while True:
+            due = min((member.connection.deadline for member in self._open), default=end + 1)
+            if due > end:
+                break
+            clock.advance(max(0.0, due - clock.monotonic()))
+            now = max(due, clock.monotonic())  # never a rounding error short of the deadline
+            for member in tuple(self._open):
+                if member.connection.deadline <= now:
+                    member.connection.tick(now)
+            self._flush()
+        clock.advance(max(0.0, end - clock.monotonic()))
+        self.hub.tick(clock.monotonic())
+        self._flush()
+
+    def shutdown(self) -> None:
+        """The relay goes away: every member is closed with 1001, no leaves are announced."""
+        self.hub.shutdown()
+        for member in tuple(self._open):
+            member.connection.shutdown()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Deliver every outbox to its member, until nobody owes anybody anything."""
+        hub = self.hub
+        while hub.ready:
+            for outbox in hub.take_ready():
+                member: VirtualMember | None = outbox.peer
+                while outbox:
+                    data = outbox.view()
+                    if member is None:
+                        outbox.consume(len(data))
+                        continue
+                    member.connection.sent(len(data))
+                    member._receive(data)
+        for member in tuple(self._open):
+            if member.connection.finished:
+                self._open.remove(member)
+                if member.closed is None and member._refusal is None:
+                    member.closed = (CLOSE_ABNORMAL, "")  # the relay dropped it without a close frame
+
+
+def _target(target: str, options: dict[str, str | bool | None]) -> str:
+    """The request target of a join: ``target``'s path, its query with ``options`` merged in."""
+    if not target.startswith("/"):
+        target = "/c/" + quote(target, safe=":/")
+    parts = urlsplit(target)
+    given = {
+        _OPTION_KEYS[name]: ("true" if value else "false") if isinstance(value, bool) else value
+        for name, value in options.items()
+        if value is not None
+    }
+    pairs = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key not in given]
+    pairs += given.items()
+    return parts.path + ("?" + urlencode(pairs, quote_via=quote) if pairs else "")
+
+
+def _kind(frame: Any) -> str:
+    """A frame's type; a relayed message has none of its own (it is a ``message``)."""
+    return str(frame.get("type", "message")) if isinstance(frame, dict) else "message"
+
+
+def _matches(frame: Any, kind: str | None, fields: dict[str, Any]) -> bool:
+    if kind is not None and _kind(frame) != kind:
+        return False
+    return isinstance(frame, dict) and all(frame.get(key) == value for key, value in fields.items())
+
+
+class VirtualMember:
+    """A WebSocket client of a :class:`Harness`, with the JavaScript client's habits.
+
+    It answers pings and the relay's close frame (unless :attr:`responsive` is False), and
+    decodes every text frame it receives. The self-join is :attr:`hello`; every frame
+    after it is kept, in order, in :meth:`frames`, and read with :meth:`next`,
+    :meth:`expect` or :meth:`take`.
+    """
+
+    __slots__ = (
+        "_frames",
+        "_harness",
+        "_parts",
+        "_read",
+        "_refusal",
+        "_ws",
+        "closed",
+        "connection",
+        "hello",
+        "pings",
+        "responsive",
+    )
+
+    def __init__(self, harness: Harness, connection: Connection, ws: WSConnection, responsive: bool) -> None:
+        self._harness = harness
+        #: The relay's side of this member (its state, deadline, problem), to look at.
+        self.connection = connection
+        self._ws = ws
+        #: Whether the member answers pings and close frames. False plays a client whose
+        #: network went away: the relay pings it, and drops it ``ping_timeout`` later.
+        self.responsive = responsive
+        #: The self-join frame (``{"type": "join", "self": true, "uid": ...}``).
+        self.hello: dict[str, Any] | None = None
+        #: How the connection ended, once it did: the relay's close frame (code, reason),
+        #: or ``(1006, "")`` when the relay dropped it without one (a dead peer).
+        self.closed: tuple[int, str] | None = None
+        #: How many pings the relay sent.
+        self.pings = 0
+        self._frames: list[Any] = []
+        self._read = 0
+        self._parts: list[str] = []
+        self._refusal: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<VirtualMember {self.uid} of {self.channel!r}>"
+
+    @property
+    def uid(self) -> str:
+        """The uid the relay gave this connection (from the self-join)."""
+        return str(self.hello["uid"]) if self.hello else ""
+
+    @property
+    def alias(self) -> str | None:
+        """The alias the relay knows this member by, if any (from the self-join)."""
+        alias = self.hello.get("alias") if self.hello else None
+        return None if alias is None else str(alias)
+
+    @property
+    def channel(self) -> str:
+        """The channel's name, as the relay decoded it."""
+        member: Member | None = self.connection.member
+        return member.channel.name if member is not None else ""
+
+    # -- sending --------------------------------------------------------------------------
+
+    def send(self, value: Any, to: str | None = None) -> None:
+        """Send a JSON-able value to the channel, or to member ``to`` only (``\\x1f<uid>\\x1f<json>``)."""
+        text = msgspec.json.encode(value).decode()
+        self.send_raw(text if to is None else f"\x1f{to}\x1f{text}")
+
+    def send_raw(self, data: str | bytes) -> None:
+        """Send one message as it stands: ``str`` as a text frame, ``bytes`` as a binary one."""
+        if self.closed is not None:
+            raise RelayUsageError(f"{self!r} is closed {self.closed}")
+        self._write(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
+        self._harness._flush()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (the relay answers; the others see the leave)."""
+        if self.closed is None and self._ws.state is ConnectionState.OPEN:
+            self._write(CloseConnection(code=code, reason=reason))
+            self._harness._flush()
+
+    def drop(self) -> None:
+        """Lose the connection without a close frame (a network failure): the member leaves."""
+        if self.closed is None:
+            self.closed = (CLOSE_ABNORMAL, "")
+            self.connection.connection_lost()
+            self._harness._flush()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def frames(self) -> list[Any]:
+        """Every frame received after the self-join, decoded, oldest first (read or not)."""
+        return self._frames[:]
+
+    def next(self) -> Any:
+        """The next frame not read yet; AssertionError when there is none."""
+        if self._read >= len(self._frames):
+            raise AssertionError(f"{self!r} has no unread frame; it received {self._frames}")
+        frame = self._frames[self._read]
+        self._read += 1
+        return frame
+
+    def expect(self, type: str | None = None, /, **fields: Any) -> Any:
+        """Read the next frame, which must be of ``type`` and carry ``fields``; return it.
+
+        ``type`` is the frame's ``type`` (``join``, ``leave``, ``error``), or ``message`` for
+        a relayed message. A field given as None must be absent (the relay leaves out keys
+        with no value). Anything else raises AssertionError, showing what arrived.
+        """
+        wanted = f"a {type or 'any'!r} frame" + (" with " if fields else "")
+        wanted += ", ".join(f"{key}={value!r}" for key, value in fields.items())
+        if self._read >= len(self._frames):
+            raise AssertionError(f"{self!r} expected {wanted}, but it has no unread frame; it received {self._frames}")
+        frame = self._frames[self._read]
+        if not _matches(frame, type, fields):
+            raise AssertionError(f"{self!r} expected {wanted}; the next one is {frame}; unread: {self.unread()}")
+        self._read += 1
+        return frame
+
+    def expect_nothing(self) -> None:
+        """AssertionError unless every frame received has been read."""
+        if self._read < len(self._frames):
+            raise AssertionError(f"{self!r} expected nothing more, but has unread frames: {self.unread()}")
+
+    def unread(self) -> list[Any]:
+        """The frames not read yet, oldest first (they stay unread)."""
+        return self._frames[self._read :]
+
+    def take(self) -> list[Any]:
+        """The frames not read yet, oldest first; they count as read from now on."""
+        frames = self.unread()
+        self._read = len(self._frames)
+        return frames
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    def _write(self, event: Event) -> None:
+        self.connection.receive_data(self._ws.send(event))
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes the relay wrote to this member: handshake answer, then frames."""
+        ws = self._ws
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, TextMessage):
+                self._parts.append(event.data)
+                if event.message_finished:
+                    frame = msgspec.json.decode("".join(self._parts))
+                    self._parts.clear()
+                    if self.hello is None:
+                        self.hello = frame
+                    else:
+                        self._frames.append(frame)
+            elif isinstance(event, Ping):
+                self.pings += 1
+                if self.responsive:
+                    self._write(event.response())
+            elif isinstance(event, CloseConnection):
+                self.closed = (int(event.code), event.reason or "")
+                if self.responsive and ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._write(event.response())
+            elif isinstance(event, RejectConnection):
+                self._refusal = (event.status_code, list(event.headers), b"")
+            elif isinstance(event, RejectData) and self._refusal is not None:
+                status, headers, body = self._refusal
+                self._refusal = (status, headers, body + event.data)
+            elif not isinstance(event, AcceptConnection):
+                raise RelayUsageError(f"{self!r} got an unexpected {event!r}")
+
+
+# -- hub-level helpers ----------------------------------------------------------------------
