@@ -51,6 +51,7 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+INVALID_JSON_BODY = "Invalid JSON body."
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
@@ -289,7 +290,7 @@ class ClientSession:
             raise HTTPError(413, BODY_TOO_LARGE)
         message = parse_json(body)
         if message is None:
-            raise HTTPError(400, "Invalid JSON body.")
+            raise HTTPError(400, INVALID_JSON_BODY)
         text_key = None if key is None else bytes(key).decode("latin-1")
         reached = self.hub.push(channel, message, text_key, self.client, self)
         if reached is None:  # a cluster asks Redis; pushed() answers

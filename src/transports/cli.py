@@ -19,6 +19,7 @@ import msgspec
 
 from relaycore import Config, ConfigError, __version__
 
+from . import check
 from ._tools import add_commands
 from ._workers import Supervisor, reserve_port
 from .server import RelayServer
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--supervisor-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
     add_commands(sub)
+    checker = sub.add_parser("check", help="check any relay against the itty-sockets protocol")
+    check.add_arguments(checker)
+    checker.set_defaults(func=check.run)
     return parser
 
 
