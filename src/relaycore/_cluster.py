@@ -307,9 +307,10 @@ class ClusterHub(Hub):
             gone = [members.pop(uid) for uid in sorted(replica.leaving) if uid in members]
             replica.leaving.clear()
             self._announce_gone(replica, gone, len(members) + len(gone))
-            waiting = list(replica.pending.values())
-            replica.pending.clear()
-            for pending in waiting:
+            for token, pending in list(replica.pending.items()):
+                # One by one: a joiner that left meanwhile must not empty the channel
+                # under the joins still waiting behind it.
+                del replica.pending[token]
                 request = pending.request
                 try:
                     member = self._admit_here(replica, request, pending.can_send, pending.uid)
@@ -444,7 +445,7 @@ class ClusterHub(Hub):
         name = replica.name
         channel = self.channels.get(name)
         if channel is None:
-            channel = self.channels[name] = Channel(name, self._reservation(name))
+            channel = self.channels[name] = self._new_channel(name)
         limits = self.config.limits
         bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
         member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
@@ -493,7 +494,7 @@ class ClusterHub(Hub):
             local = self.channels.get(replica.name)
             if node != self.node_raw and local is not None:
                 for payload in messages.split(MSG_SEP):
-                    self._deliver(local.everyone, payload, None)
+                    self._relay(local, local.everyone, payload, None)
             return
         fields = data[1:].split(SEP)
         seq = int(fields[0])
@@ -718,11 +719,11 @@ class ClusterHub(Hub):
 
     def send(self, member: Member, message: msgspec.Raw) -> None:
         if not member.can_send:
-            self.error(member, SEND_KEY_REQUIRED)
+            self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
         channel = member.channel
         payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
-        self._deliver(channel.everyone, payload, None if member.echo else member)
+        self._relay(channel, channel.everyone, payload, None if member.echo else member)
         replica = self.replicas.get(channel.name)
         if replica is not None and len(replica.members) > len(channel.members):
             self._publish(replica.pub, payload)
@@ -732,12 +733,12 @@ class ClusterHub(Hub):
             super().send_direct(member, uid, message)
             return
         if not member.can_send:
-            self.error(member, SEND_KEY_REQUIRED)
+            self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
         replica = self.replicas.get(member.channel.name)
         entry = None if replica is None else replica.members.get(uid)
         if replica is None or entry is None or entry.node == self.node_raw:
-            self.error(member, user_not_found(uid))
+            self._drop(member, "unknown_uid", user_not_found(uid))
             return
         payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
         record = b"D" + uid.encode() + SEP + payload + SEP + member.channel.name.encode()
@@ -756,7 +757,7 @@ class ClusterHub(Hub):
         channel = self.channels.get(name)
         if not self.is_online or waiter is None or (replica is not None and replica.synced):
             if channel is not None:
-                self._deliver(channel.everyone, payload, None)
+                self._relay(channel, channel.everyone, payload, None)
             here = 0 if channel is None else len(channel.members)
             if replica is None or not self.is_online:
                 return here  # without Redis, only the members here were reached
@@ -781,8 +782,8 @@ class ClusterHub(Hub):
         payload, _, name = rest.partition(SEP)
         local = self.channels.get(name.decode())
         target = None if local is None else local.members.get(uid.decode())
-        if target is not None:
-            self._deliver((target,), payload, None)
+        if target is not None and local is not None:
+            self._relay(local, (target,), payload, None)
 
     # -- queueing -------------------------------------------------------------------------
 
