@@ -5,7 +5,9 @@ a relay on 127.0.0.1 with the epoll client engine in ``wsclient.py``. Prints
 one JSON object with the figures on stdout; progress goes to stderr.
 
 Scenarios: ``fanout`` (bursty then paced), ``stalled`` (bursty with one member
-that never reads), ``latency``, ``channels``, ``connrate`` and ``memory``. Example:
+that never reads), ``latency``, ``channels``, ``connrate``, ``memory`` and
+``cluster`` (bursty fan-out with the receivers split over two relays, run by
+``cluster.py``). Example:
 ``python bench/load.py --port 8080 --scenario fanout --n 1000 --duration 5``
 """
 
@@ -17,10 +19,11 @@ import os
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from measure import Window, percentile, proc_rss_kb
+from measure import CLK_TCK, Window, core_times, percentile, proc_cpu, proc_rss_kb
 from wsclient import CLOSED, OPEN, Conn, Engine, client_frame, make_message, raise_nofile_limit
 
 CONNECT_CONCURRENCY = 64
@@ -108,18 +111,21 @@ class Bursty:
     """The bursty sender, as an Engine hook: ``window`` messages in flight, a message
     being acknowledged when its echo comes back to the sender. A guard also stops
     sending while the ``n`` receivers counted in ``engine.delivered`` are owed more
-    than ``2 * window`` messages each, and the read coalescing follows the ack rate."""
+    than ``2 * window`` messages each, and the read coalescing follows the ack rate.
+    ``ack`` acknowledges on another connection's arrivals instead (the cluster
+    scenario: a receiver on the far relay)."""
 
-    def __init__(self, engine: Engine, feeder: Feeder, n: int, window: int) -> None:
+    def __init__(self, engine: Engine, feeder: Feeder, n: int, window: int, ack: Conn | None = None) -> None:
         self.engine = engine
         self.feeder = feeder
+        self.ack = feeder.conn if ack is None else ack
         self.n = n
         self.window = window
         self.guard = 2 * window * n  # cap on frames still owed to the receivers
         self.sent0 = feeder.seq
-        self.acked0 = feeder.conn.data
+        self.acked0 = self.ack.data
         self.deliv0 = engine.delivered
-        self.last = (time.perf_counter(), feeder.conn.data)
+        self.last = (time.perf_counter(), self.ack.data)
 
     @property
     def sent(self) -> int:
@@ -127,7 +133,7 @@ class Bursty:
 
     @property
     def acked(self) -> int:
-        return self.feeder.conn.data - self.acked0
+        return self.ack.data - self.acked0
 
     def __call__(self) -> None:
         eng = self.engine
@@ -139,13 +145,13 @@ class Bursty:
         then, acks = self.last
         if now - then >= 0.1:
             # Read each socket about every window/4 messages (see README).
-            rate = (self.feeder.conn.data - acks) / (now - then)
+            rate = (self.ack.data - acks) / (now - then)
             if rate > 0:  # no acks in this interval: keep the previous value
                 eng.coalesce = min(MAX_COALESCE, self.window / 4 / rate)
-            self.last = (now, self.feeder.conn.data)
+            self.last = (now, self.ack.data)
 
     def done(self) -> bool:
-        """Every message sent reached every receiver and came back to the sender."""
+        """Every message sent reached every receiver and was acknowledged."""
         return self.engine.delivered - self.deliv0 >= self.sent * self.n and self.acked >= self.sent
 
 
@@ -443,6 +449,132 @@ def memory(b: Bench) -> dict[str, Any]:
     }
 
 
+def connect_at(b: Bench, port: int, paths: list[str]) -> list[Conn]:
+    """``connect_many`` to another relay on the same host (the engine dials its ``port``)."""
+    eng = b.engine
+    home, eng.port = eng.port, port
+    try:
+        return b.connect_many(paths, b.args.setup_timeout)
+    finally:
+        eng.port = home
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    return [proc_cpu(pid) for pid in pids]
+
+
+def proc_detail(pid: int) -> tuple[float, float, int, int]:
+    """User and system CPU seconds of ``pid``, its voluntary context switches (its waits for
+    the event loop's next wake-up) and the involuntary ones (preempted)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as f:
+            switches = dict(line.split(":") for line in f if "ctxt_switches" in line)
+    except OSError:
+        return 0.0, 0.0, 0, 0
+    voluntary, preempted = int(switches["voluntary_ctxt_switches"]), int(switches["nonvoluntary_ctxt_switches"])
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, voluntary, preempted
+
+
+def cluster_stats(host: str, ports: list[int]) -> list[dict[str, Any]]:
+    """Each relay's ``cluster`` counters from its ``GET /health`` ({} when it has none)."""
+    stats = []
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=5) as reply:
+                stats.append(json.loads(reply.read()).get("cluster") or {})
+        except (OSError, ValueError):
+            stats.append({})
+    return stats
+
+
+def cluster(b: Bench) -> dict[str, Any]:
+    """Bursty fan-out with the receivers split over two relays of one cluster.
+
+    The sender is on ``--port`` with ``n - far_n`` receivers, the other ``far_n`` are on
+    ``--far-port`` (with equal ports, or ``far_n`` 0, everyone is on one relay). The sender
+    has no echo: a message is acknowledged when it reaches the last receiver to join on
+    the far relay, so the window bounds what is in flight across Redis. The CPU of the
+    relays (``--relay-pids``) and of Redis (``--redis-pid``) is read over the window."""
+    args = b.args
+    n, size = args.n, args.size
+    far_port = args.far_port or args.port
+    far_n = min(n, args.far_n if args.far_n >= 0 else n // 2) if far_port != args.port else 0
+    eng = b.engine
+    channel = f"/c/cluster-{b.tag}"
+    t0 = time.perf_counter()
+    near = b.connect_many([channel] * (n - far_n), args.setup_timeout)
+    far = connect_at(b, far_port, [channel] * far_n)
+    sender = b.connect_many([channel], args.setup_timeout)[0]
+    sender.receiver = False
+    receivers = near + far
+    b.wait_others(sum(n + 1 - r.total for r in receivers), args.setup_timeout, "join notices")
+    log(f"cluster setup n={n} ({n - far_n} near, {far_n} far): {time.perf_counter() - t0:.1f}s")
+
+    ack = (far or near)[-1]
+    bursty = Bursty(eng, Feeder(sender, size), n, args.window, ack=ack)
+
+    def hook() -> None:
+        bursty()
+        eng.coalesce = min(eng.coalesce, args.coalesce_cap)
+
+    eng.run(lambda: False, args.warmup, hook)
+    relay_pids = [int(pid) for pid in args.relay_pids.split(",") if pid]
+    pids = [*relay_pids, *([args.redis_pid] if args.redis_pid else [])]
+    ports = [args.port] if far_port == args.port else [args.port, far_port]
+    health0 = cluster_stats(args.host, ports)
+    win = Window(args, lambda: eng.delivered)
+    cpu0, cores0 = cpu_seconds(pids), core_times()
+    detail0 = [proc_detail(pid) for pid in relay_pids]
+    near0, far0, sent0 = sum(r.data for r in near), sum(r.data for r in far), bursty.sent
+    eng.run(lambda: False, args.duration, hook)
+    cpu1, cores1 = cpu_seconds(pids), core_times()
+    detail1 = [proc_detail(pid) for pid in relay_pids]
+    out: dict[str, Any] = {"n": n, "near_n": n - far_n, "far_n": far_n, "size": size, "window_msgs": args.window}
+    out["window"] = win.result()
+    # Counted over the window (taken just outside the CPU readings): records, bytes, ...
+    out["cluster_stats"] = [
+        {key: value - before.get(key, 0) for key, value in after.items() if type(value) in (int, float)}
+        for before, after in zip(health0, cluster_stats(args.host, ports), strict=True)
+    ]
+    seconds = out["window"]["seconds"]
+    used = [after - before for before, after in zip(cpu0, cpu1, strict=True)]
+    out["relay_cpu_s"] = [round(u, 3) for u in used[: len(relay_pids)]]
+    out["redis_cpu_s"] = round(used[-1], 3) if args.redis_pid else None
+    # Where each relay's CPU went: user (Python) and system (mostly socket calls); wake-ups.
+    out["relay_detail"] = [
+        {
+            "user_s": round(a[0] - b[0], 3),
+            "system_s": round(a[1] - b[1], 3),
+            "waits": a[2] - b[2],
+            "preempted": a[3] - b[3],
+        }
+        for b, a in zip(detail0, detail1, strict=True)
+    ]
+    out["load_cpu_s"] = round(out["window"]["load_cpu"] * seconds, 3)
+    # CPU that processes outside the benchmark took (task time on every core, minus ours).
+    task = sum(cores1[c][1] - cores0[c][1] for c in cores1 if c in cores0) / CLK_TCK
+    out["other_cpu_s"] = round(max(0.0, task - sum(used) - out["load_cpu_s"]), 3)
+    out["deliveries"] = out["window"]["count"]
+    out["near_deliveries"] = sum(r.data for r in near) - near0
+    out["far_deliveries"] = sum(r.data for r in far) - far0
+    out["messages"] = bursty.sent - sent0
+    out["coalesce_ms"] = round(eng.coalesce * 1000, 2)
+    eng.coalesce = 0.0
+    out["complete"] = b.drain(bursty.done, "cluster")
+    out["errors"] = eng.errors
+    out["failed"] = eng.failed
+    if eng.failed:
+        out["last_failure"] = eng.last_failure
+    relay_cpu = sum(out["relay_cpu_s"])
+    log(
+        f"cluster n={n}: {out['window']['rate']:.0f} deliveries/s, relays {relay_cpu:.2f} CPU-s"
+        f" ({out['deliveries'] / relay_cpu if relay_cpu else 0:.0f} deliveries per CPU-s), redis {out['redis_cpu_s']}"
+    )
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "fanout": fanout,
     "latency": latency,
@@ -450,6 +582,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "connrate": connrate,
     "memory": memory,
     "stalled": stalled,
+    "cluster": cluster,
 }
 
 
@@ -478,6 +611,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=5000, help="memory: idle connections")
     p.add_argument("--warm-conns", type=int, default=20, help="memory: opened before the baseline")
     p.add_argument("--settle", type=float, default=1.0, help="memory: seconds before RSS reads")
+    p.add_argument("--far-port", type=int, default=0, help="cluster: the second relay's port (0: --port)")
+    p.add_argument("--far-n", type=int, default=-1, help="cluster: receivers on the far relay (-1: n/2)")
+    p.add_argument("--relay-pids", default="", help="cluster: comma list of relay pids for CPU readings")
+    p.add_argument("--redis-pid", type=int, default=0, help="cluster: Redis's pid for its CPU reading")
+    p.add_argument("--coalesce-cap", type=float, default=MAX_COALESCE, help="cluster: most seconds of read coalescing")
     return p.parse_args(argv)
 
 
