@@ -150,11 +150,12 @@ def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
     ]
 
 
-def peer_command(peer: str, port: int, relaycore_module: str) -> tuple[list[str], dict[str, str]]:
+def peer_command(
+    peer: str, port: int, relaycore_module: str, config: str = str(BENCH_DIR / "relaycore-bench.toml")
+) -> tuple[list[str], dict[str, str]]:
     """The relay's command line and the environment variables it needs on top of ours."""
     py = sys.executable
     common = ["--host", HOST, "--port", str(port)]
-    config = str(BENCH_DIR / "relaycore-bench.toml")
     if peer == "relaycore-uvicorn":
         return uvicorn_command("transports.asgi:app", port), {"RELAYCORE_CONFIG": config}
     if peer.startswith("relaycore-"):
@@ -289,14 +290,22 @@ def max_interference(result: Any) -> float:
     return max([own if isinstance(own, (int, float)) else 0.0, *nested])
 
 
-def run_peer(peer: str, plan: Plan, cores: tuple[int, int], out: Path, module: str, retries: int) -> dict[str, Any]:
+def run_peer(
+    peer: str,
+    plan: Plan,
+    cores: tuple[int, int],
+    out: Path,
+    module: str,
+    retries: int,
+    config: str = str(BENCH_DIR / "relaycore-bench.toml"),
+) -> dict[str, Any]:
     steps: dict[str, Any] = {}
     log_path = out / "logs" / f"{peer}.log"
     log_path.write_bytes(b"")
     for step in plan.steps:
         for attempt in range(1, retries + 2):
             port = free_port()
-            cmd, env = peer_command(peer, port, module)
+            cmd, env = peer_command(peer, port, module, config)
             relay = Relay(cmd, {**env, **step.relay_env}, cores[0], log_path)
             print(f"  [{peer}] {step.key} ...", flush=True)
             try:
@@ -348,6 +357,11 @@ def parse_args() -> argparse.Namespace:
         "--retries", type=int, default=None, help="re-runs of a step disturbed by other processes (default 1, quick 0)"
     )
     p.add_argument("--relaycore-module", default="transports", help="module run as `python -m X serve`")
+    p.add_argument(
+        "--relaycore-config",
+        default=str(BENCH_DIR / "relaycore-bench.toml"),
+        help="the relaycore peers' TOML file (bench/relaycore-bench-metrics.toml: the same with metrics on)",
+    )
     return p.parse_args()
 
 
@@ -375,7 +389,7 @@ def main() -> int:
     for peer in peers:
         print(f"peer {peer}", flush=True)
         retries = args.retries if args.retries is not None else (0 if args.quick else 1)
-        results[peer] = run_peer(peer, plan, cores, out, args.relaycore_module, retries)
+        results[peer] = run_peer(peer, plan, cores, out, args.relaycore_module, retries, args.relaycore_config)
     tables = build_tables(plan.fanout_ns, plan.latency_n, plan.stalled_n)
     steps_by_peer = {p: r["steps"] for p, r in results.items()}
     text, summary = render(tables, steps_by_peer, peers)
@@ -395,6 +409,7 @@ def main() -> int:
         "cores": {"relay": cores[0], "load": cores[1]},
         "idle_check_busy": busy,
         "steps": [{"key": s.key, "args": s.args} for s in plan.steps],
+        "relaycore_config": args.relaycore_config,
     }
     (out / "results.json").write_text(json.dumps({"meta": meta, "peers": results, "summary": summary}, indent=2))
     plot_error = None

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
 from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
-from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, NamespaceConfig, ServerConfig
+from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
+from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import HTTPError, RelayUsageError
 from ._hub import Channel, Clock, Hub, JoiningSession, Member, PushWaiter, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
-from ._session import Answer, ClientSession, SessionTransport, __version__
+from ._session import Answer, ClientSession, Headers, Routes, SessionTransport, __version__
 from ._wire import parse_json, text_frame
 
 __all__ = [
+    "DROP_REASONS",
     "SCRIPTS",
     "Answer",
     "Backplane",
@@ -35,7 +37,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "Connection",
+    "Counters",
     "HTTPError",
+    "Headers",
     "Hub",
     "JoinOptions",
     "JoinRequest",
@@ -44,15 +48,18 @@ __all__ = [
     "LocalBackplane",
     "Member",
     "MessageOutbox",
+    "MetricsConfig",
     "NamespaceConfig",
     "NamespaceTable",
     "Outbox",
     "PushWaiter",
     "RelayUsageError",
+    "Routes",
     "ServerConfig",
     "Session",
     "SessionTransport",
     "State",
+    "Tally",
     "UidSource",
     "__version__",
     "channel_keys",

@@ -494,7 +494,7 @@ class ClusterHub(Hub):
             local = self.channels.get(replica.name)
             if node != self.node_raw and local is not None:
                 for payload in messages.split(MSG_SEP):
-                    self._relay(local, local.everyone, payload, None)
+                    self._deliver(local.everyone, payload, None, local.tally)
             return
         fields = data[1:].split(SEP)
         seq = int(fields[0])
@@ -723,7 +723,7 @@ class ClusterHub(Hub):
             return
         channel = member.channel
         payload = encode(Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message))
-        self._relay(channel, channel.everyone, payload, None if member.echo else member)
+        self._deliver(channel.everyone, payload, None if member.echo else member, channel.tally)
         replica = self.replicas.get(channel.name)
         if replica is not None and len(replica.members) > len(channel.members):
             self._publish(replica.pub, payload)
@@ -757,7 +757,7 @@ class ClusterHub(Hub):
         channel = self.channels.get(name)
         if not self.is_online or waiter is None or (replica is not None and replica.synced):
             if channel is not None:
-                self._relay(channel, channel.everyone, payload, None)
+                self._deliver(channel.everyone, payload, None, channel.tally)
             here = 0 if channel is None else len(channel.members)
             if replica is None or not self.is_online:
                 return here  # without Redis, only the members here were reached
@@ -783,7 +783,7 @@ class ClusterHub(Hub):
         local = self.channels.get(name.decode())
         target = None if local is None else local.members.get(uid.decode())
         if target is not None and local is not None:
-            self._relay(local, (target,), payload, None)
+            self._deliver((target,), payload, None, local.tally)
 
     # -- queueing -------------------------------------------------------------------------
 

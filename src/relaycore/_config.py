@@ -18,7 +18,7 @@ import msgspec
 
 from ._limits import FORWARDED_HEADERS, TrustedProxies
 
-__all__ = ["Config", "ConfigError", "LimitsConfig", "NamespaceConfig", "ServerConfig"]
+__all__ = ["Config", "ConfigError", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
 
 ENV_PREFIX = "RELAYCORE_"
 
@@ -38,6 +38,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shutdown_grace: float = 5.0
     tls_certfile: str = ""
     tls_keyfile: str = ""
+    #: A directory whose files are served at ``/`` (empty: none); the relay's paths win.
+    static_dir: str = ""
 
     def __post_init__(self) -> None:
         # Header names are case-insensitive; compare them in the case h11 gives them.
@@ -80,6 +82,14 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("`cluster.node_timeout` must be more than twice `cluster.heartbeat_interval`")
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]``: the Prometheus endpoint ``GET /metrics`` (docs/operations.md)."""
+
+    enabled: bool = False
+    #: When set, a scrape must say ``Authorization: Bearer <token>``.
+    token: str = ""
+
+
 class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[namespaces."<prefix>"]``: a reservation; both keys optional."""
 
@@ -93,6 +103,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     namespaces: dict[str, NamespaceConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,7 +166,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     Every variable with the prefix must name a real setting: a typo is an error, not a
     silently ignored override.
     """
-    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig, "CLUSTER": ClusterConfig}
+    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig, "CLUSTER": ClusterConfig, "METRICS": MetricsConfig}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

@@ -44,7 +44,7 @@ from wsproto.utilities import LocalProtocolError
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub, Member
-from ._session import CLOSE_GOING_AWAY, Answer, ClientSession, message_size
+from ._session import CLOSE_GOING_AWAY, Answer, ClientSession, Routes, message_size
 
 __all__ = ["Connection", "State"]
 
@@ -57,6 +57,9 @@ LINGER_SECONDS = 1.0
 #: lets this much (or outbound_buffer_bytes) wait unread, plus the message being echoed,
 #: before it closes the client (1008).
 ECHO_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: An HTTP answer body longer than this (a static file) is queued in pieces this size, so
+#: that a socket taking it bit by bit never makes the outbox copy what is left of it.
+ANSWER_PIECE = 64 * 1024
 
 
 class State(Enum):
@@ -109,7 +112,7 @@ class Connection:
         "state",
     )
 
-    def __init__(self, hub: Hub, *, client: str = "") -> None:
+    def __init__(self, hub: Hub, *, client: str = "", routes: Routes | None = None) -> None:
         self.hub = hub
         #: Why the connection ended badly (a protocol error, a limit), for the log.
         self.problem: str | None = None
@@ -127,7 +130,7 @@ class Connection:
         #: Bytes waiting for this connection's socket.
         self.outbox = hub.new_outbox()
         #: Where every decision about this client is made.
-        self.session = ClientSession(hub, self.outbox, self, client=client)
+        self.session = ClientSession(hub, self.outbox, self, client=client, routes=routes)
         self.state = State.HTTP
         #: The close code this side sent or answered with, once closing.
         self.close_code: int | None = None
@@ -220,6 +223,9 @@ class Connection:
         if self._held and not self.outbox:
             self._held = False
             if self.state is State.HTTP:
+                # An answer over the bound (a large static file) is written out: nothing is
+                # owed any more, so a WebSocket opened next on this connection starts afresh.
+                self.outbox.overflowed = False
                 self._drive_http()
 
     # -- input ----------------------------------------------------------------------
@@ -447,10 +453,17 @@ class Connection:
         head = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
         send = self._http.send
         out = send(head) or b""
+        body = b""
         if self._method != b"HEAD":
-            out += send(h11.Data(data=answer.body)) or b""
-        out += send(h11.EndOfMessage()) or b""
+            body = send(h11.Data(data=answer.body)) or b""
+        end = send(h11.EndOfMessage()) or b""
+        if len(body) <= ANSWER_PIECE:
+            self.outbox.write(out + body + end)
+            return
         self.outbox.write(out)
+        for start in range(0, len(body), ANSWER_PIECE):
+            self.outbox.write(body[start : start + ANSWER_PIECE])
+        self.outbox.write(end)
 
     def _refuse(self, answer: Answer) -> None:
         """Answer a request that ends the connection (an upgrade refused, a malformed
@@ -547,7 +560,7 @@ class Connection:
             self.session.message(data)
 
     def _on_close(self, ws: FrameConnection, event: CloseConnection) -> None:
-        self.session.leave()
+        self.session.leave(event.code)
         if ws.state is ConnectionState.REMOTE_CLOSING:
             # The peer started the close: answer it, then the TCP connection may go.
             self.close_code = event.code

@@ -19,13 +19,14 @@ each decided in one overridable method: ``_new_uid``, ``_admit``, ``_presence``)
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
 from ._config import Config, NamespaceConfig
+from ._counters import Counters, Tally
 from ._errors import HTTPError, RelayUsageError
 from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
@@ -146,11 +147,13 @@ class Member:
 class Channel:
     """A named room; exists while it has members."""
 
-    __slots__ = ("_everyone", "join_key", "members", "name", "reservation", "send_key")
+    __slots__ = ("_everyone", "join_key", "members", "name", "reservation", "send_key", "tally")
 
-    def __init__(self, name: str, reservation: NamespaceConfig | None) -> None:
+    def __init__(self, name: str, reservation: NamespaceConfig | None, tally: Tally | None = None) -> None:
         self.name = name
         self.reservation = reservation
+        #: The counters of the channel's namespace (see :class:`~relaycore.Counters`).
+        self.tally = tally if tally is not None else Tally("")
         self.join_key: str | None = None
         self.send_key: str | None = None
         #: Members by uid, in join order.
@@ -194,6 +197,8 @@ class Hub:
         #: Decides joins: at once in memory (the default), or later for a cluster.
         self.backplane: Backplane = backplane or LocalBackplane()
         self._namespaces = NamespaceTable(config.namespaces)
+        #: What the relay did, counted where it decided it (read by metrics exporters).
+        self.counters = Counters(config.namespaces)
         #: Live channels by name.
         self.channels: dict[str, Channel] = {}
         #: Outboxes with bytes to flush; see :meth:`take_ready`.
@@ -238,6 +243,11 @@ class Hub:
         """What ``/health`` reports of the hub."""
         return {"channels": len(self.channels), "connections": self.connections}
 
+    def namespace(self, name: str) -> str:
+        """The namespace label of channel ``name``: the reserved prefix covering it, or ``""``."""
+        prefix = self._namespaces.lookup(name)
+        return "" if prefix is None else prefix
+
     # -- membership ---------------------------------------------------------------
 
     def join(
@@ -279,8 +289,7 @@ class Hub:
         channel = self.channels.get(name)
         fresh = channel is None
         if channel is None:
-            reservation = self._reservation(name)
-            channel = Channel(name, reservation)
+            channel = self._new_channel(name)
         can_send = self._admit(channel, options, fresh)
         if fresh:
             self.channels[name] = channel
@@ -335,7 +344,7 @@ class Hub:
         warnings = member.warnings
         warnings[:] = [t for t in warnings if now - t < WARNING_WINDOW]
         warnings.append(now)
-        self.error(member, f"Rate limit exceeded (warning {len(warnings)} of {MAX_WARNINGS}).")
+        self._drop(member, "rate", f"Rate limit exceeded (warning {len(warnings)} of {MAX_WARNINGS}).")
         if len(warnings) >= MAX_WARNINGS:
             self.kick(member, CLOSE_POLICY, "rate limit exceeded")
         return False
@@ -349,10 +358,11 @@ class Hub:
         ``@@<uid>@@<JSON>`` for one member. ``bytes`` is a binary message, which the
         protocol does not carry: the sender gets an error frame.
         """
+        member.channel.tally.received += 1
         if not self._allow(member):
             return
         if not isinstance(text, str):
-            self.error(member, BINARY_UNSUPPORTED)
+            self._drop(member, "binary", BINARY_UNSUPPORTED)
             return
         uid = None
         if text.startswith("\x1f"):
@@ -361,7 +371,7 @@ class Hub:
             uid, sep, text = text[2:].partition("@@")
         message = parse_json(text)
         if message is None or (uid is not None and not sep):
-            self.error(member, INVALID_JSON)
+            self._drop(member, "invalid_json", INVALID_JSON)
         elif uid is None:
             self.send(member, message)
         else:
@@ -370,22 +380,23 @@ class Hub:
     def send(self, member: Member, message: msgspec.Raw) -> None:
         """Broadcast a validated JSON value from ``member`` to its channel."""
         if not member.can_send:
-            self.error(member, SEND_KEY_REQUIRED)
+            self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
         envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
-        self._deliver(member.channel.everyone, encode(envelope), None if member.echo else member)
+        channel = member.channel
+        self._deliver(channel.everyone, encode(envelope), None if member.echo else member, channel.tally)
 
     def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> None:
         """Send a validated JSON value from ``member`` to member ``uid`` of its channel only."""
         if not member.can_send:
-            self.error(member, SEND_KEY_REQUIRED)
+            self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
         target = member.channel.members.get(uid)
         if target is None:
-            self.error(member, user_not_found(uid))
+            self._drop(member, "unknown_uid", user_not_found(uid))
             return
         envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
-        self._deliver((target,), encode(envelope), None)
+        self._deliver((target,), encode(envelope), None, member.channel.tally)
 
     def push(
         self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
@@ -402,7 +413,7 @@ class Hub:
         if channel is None:
             return 0
         recipients = channel.everyone
-        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None)
+        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None, channel.tally)
         return len(recipients)
 
     def _push_allowed(self, name: str, key: str | None, client: str) -> None:
@@ -419,11 +430,23 @@ class Hub:
         """Send an error frame to ``member`` only."""
         self._deliver((member,), encode(ErrorFrame(message=text, date=self.now_ms())), None)
 
+    def _drop(self, member: Member, reason: str, text: str) -> None:
+        """``member``'s message is not relayed, for ``reason`` (counted): it gets error ``text``."""
+        member.channel.tally.dropped[reason] += 1
+        self.error(member, text)
+
     # -- decisions (overridable by a cluster-aware hub) ---------------------------------
 
     def _reservation(self, name: str) -> NamespaceConfig | None:
         prefix = self._namespaces.lookup(name)
         return None if prefix is None else self.config.namespaces[prefix]
+
+    def _new_channel(self, name: str) -> Channel:
+        """A channel named ``name`` with its namespace's reservation and counters (not yet listed)."""
+        prefix = self._namespaces.lookup(name)
+        if prefix is None:
+            return Channel(name, None, self.counters.tally(""))
+        return Channel(name, self.config.namespaces[prefix], self.counters.tally(prefix))
 
     def _admit(self, channel: Channel, options: JoinOptions, fresh: bool) -> bool:
         """Check the join key; return whether the joiner may send (PROTOCOL.md section 6)."""
@@ -478,11 +501,15 @@ class Hub:
 
     # -- delivery -----------------------------------------------------------------
 
-    def _deliver(self, recipients: Iterable[Member], payload: bytes, skip: Member | None) -> None:
+    def _deliver(
+        self, recipients: Sequence[Member], payload: bytes, skip: Member | None, relayed: Tally | None = None
+    ) -> None:
         """Put one encoded message into every recipient's outbox (framed once).
 
-        The recipients are members of one channel; those whose outbox refuses the message
-        are closed as slow consumers, all in one departure.
+        The recipients are members of one channel (``skip``, if given, is one of them);
+        those whose outbox refuses the message are closed as slow consumers, all in one
+        departure. A relayed message (a broadcast, a direct message, a push, not a presence
+        event or an error) is counted in the ``relayed`` tally, its channel's.
         """
         frame = text_frame(payload)
         slow: list[Departure] | None = None
@@ -491,8 +518,16 @@ class Hub:
                 if slow is None:
                     slow = []
                 slow.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+        if relayed is not None:
+            reached = len(recipients) if skip is None else len(recipients) - 1
+            if slow is not None:
+                reached -= len(slow)
+            relayed.delivered += reached
+            relayed.bytes_out += reached * len(payload)
         if slow is not None:
-            self._depart(slow[0][0].channel, slow)
+            channel = slow[0][0].channel
+            channel.tally.dropped["slow_consumer"] += len(slow)
+            self._depart(channel, slow)
 
     def _depart(self, channel: Channel, departures: list[Departure]) -> None:
         """Remove members from ``channel``, announce their leaves, then close the kicked ones.
@@ -566,6 +601,7 @@ class Hub:
                     i += 1
                     del members[member.uid]
                     member.outbox.overflowed = True
+                    channel.tally.dropped["slow_consumer"] += 1
                     gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
                     add(member)
                     swept = True

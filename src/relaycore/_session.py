@@ -13,7 +13,10 @@ the loss of the connection. The session answers with decisions and effects:
 - messages for this client and for others, put into outboxes through the hub;
 - a close, handed to the transport's ``session_closed(code, reason)`` exactly once.
 
-The transport is any object with those three methods (:class:`SessionTransport`).
+The transport is any object with those methods (:class:`SessionTransport`). It may also
+hand the session :data:`Routes`: HTTP paths of its own (metrics, static files), asked for a
+plain request only once the relay's own paths (``/c/``, ``/r/``, ``/push/``, ``/health``,
+``/version``, ``/echo``) did not take it.
 
 Every rule of PROTOCOL.md that a client meets is decided here and only here: routes and
 methods, the per-address connection rate, keys (through the hub), the client address behind
@@ -28,9 +31,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from typing import Protocol
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 
+from ._counters import CLOSE_ABNORMAL
 from ._errors import HTTPError
 from ._hub import CLOSE_POLICY, CLUSTER_UNAVAILABLE, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
@@ -45,6 +50,7 @@ __all__ = [
     "Answer",
     "ClientSession",
     "Headers",
+    "Routes",
     "SessionTransport",
     "__version__",
 ]
@@ -65,6 +71,11 @@ APPLICATION_JSON = b"application/json"
 
 Headers = Sequence[tuple[bytes, bytes]]
 """Request headers as (name, value) pairs; names in lower case, as h11 and ASGI give them."""
+
+#: Paths that are the relay's own whether or not it serves them (``/echo`` when disabled):
+#: never handed to :data:`Routes`, in any percent-encoding.
+RELAY_PATHS = (b"/health", b"/version", b"/echo")
+RELAY_PREFIXES = (b"/c/", b"/r/", b"/push/")
 
 
 class Answer:
@@ -93,6 +104,11 @@ def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answe
 
 def _pushed(recipients: int) -> Answer:
     return _answer(200, msgspec.json.encode({"ok": True, "recipients": recipients}), APPLICATION_JSON)
+
+
+Routes = Callable[[bytes, bytes, Headers], "Answer | None"]
+"""A transport's own HTTP paths: ``routes(method, path, headers)`` answers a plain request
+(``path`` as sent, still percent-encoded, without the query) or returns None (404)."""
 
 
 class SessionTransport(Protocol):
@@ -133,6 +149,7 @@ class ClientSession:
     """
 
     __slots__ = (
+        "_close_counted",
         "_peer_address",
         "_transport",
         "client",
@@ -143,9 +160,12 @@ class ClientSession:
         "hub",
         "member",
         "message_limit",
+        "namespace",
         "outbox",
         "pending",
         "problem",
+        "refused",
+        "routes",
     )
 
     def __init__(
@@ -156,6 +176,7 @@ class ClientSession:
         *,
         client: str = "",
         echo_endpoint: bool | None = None,
+        routes: Routes | None = None,
     ) -> None:
         self.hub = hub
         #: Where everything for this client goes (frames or whole messages).
@@ -175,8 +196,15 @@ class ClientSession:
         self.echo = False
         #: The close the relay decided (code, reason), once it did.
         self.closing: tuple[int, str] | None = None
-        #: Why the client was closed badly (a limit, a policy), for the log.
+        #: Why the client was closed badly (a limit, a policy) or refused, for the log.
         self.problem: str | None = None
+        #: The HTTP status of a refused upgrade, for the log.
+        self.refused: int | None = None
+        #: The namespace label of the channel asked for (see :meth:`Hub.namespace`), once known.
+        self.namespace: str | None = None
+        #: The transport's own HTTP paths, asked after the relay's own.
+        self.routes = routes
+        self._close_counted = False
         #: The largest message (WebSocket, or HTTP push body) a client may send, in bytes.
         self.message_limit = hub.config.limits.max_message_bytes
         #: Whether this door serves the opt-in ``/echo`` endpoint (the config's by default).
@@ -206,18 +234,31 @@ class ClientSession:
         """
         self.client = client_address(self._peer_address, headers, self.hub.trusted_proxies)
         path, _, query = target.partition(b"?")
+        opening = False
         try:
             if path.startswith((b"/c/", b"/r/")):
+                opening = True
                 self._open(method, path[3:], query, headers, upgrade, handshake)
                 return None
             if path == b"/echo" and self.echo_endpoint:
+                opening = True
                 self._open(method, None, query, headers, upgrade, handshake)
                 return None
             if path.startswith(b"/push/"):
                 return self._push(method, path[6:], headers, body)  # None: the cluster answers later
-            return self._plain(method, path)
+            return self._plain(method, path, headers, upgrade)
         except HTTPError as exc:
+            if opening:
+                self._refused(exc)
+            elif path.startswith(b"/push/"):
+                self.hub.counters.push(exc.status)
             return self.refusal(exc, json=path.startswith(b"/push/"))
+
+    def _refused(self, exc: HTTPError) -> None:
+        """Count (and keep, for the log) a refused WebSocket upgrade."""
+        self.hub.counters.refusal(exc.status)
+        self.refused = exc.status
+        self.problem = exc.message
 
     def refusal(self, exc: HTTPError, *, json: bool = False) -> Answer:
         """The answer to a refused request (JSON for HTTP push, as PROTOCOL.md section 5 says)."""
@@ -230,7 +271,10 @@ class ClientSession:
 
     def body_too_large(self, target: bytes) -> Answer:
         """The answer to a request whose body is over :attr:`message_limit` (413)."""
-        return self.refusal(HTTPError(413, BODY_TOO_LARGE), json=target.startswith(b"/push/"))
+        push = target.startswith(b"/push/")
+        if push:
+            self.hub.counters.push(413)
+        return self.refusal(HTTPError(413, BODY_TOO_LARGE), json=push)
 
     @staticmethod
     def upgrade_required() -> HTTPError:
@@ -254,6 +298,8 @@ class ClientSession:
         key = _upgrade_key(headers)
         greeting = handshake(key) if handshake is not None else b""
         channel = parse_channel(raw_channel) if raw_channel is not None else None
+        if channel is not None:
+            self.namespace = self.hub.namespace(channel)
         options = parse_options(query)
         if channel is None:
             # /echo is for conformance suites, which open hundreds of connections a second:
@@ -278,6 +324,7 @@ class ClientSession:
     def join_refused(self, error: HTTPError) -> None:
         """The backplane refused the pending join."""
         self.pending = False
+        self._refused(error)
         if not self.gone:
             self._transport.session_refused(self.refusal(error))
 
@@ -296,17 +343,20 @@ class ClientSession:
         if reached is None:  # a cluster asks Redis; pushed() answers
             self.pending = True
             return None
+        self.hub.counters.push(200)
         return _pushed(reached)
 
     def pushed(self, recipients: int) -> None:
         """The cluster delivered the pending push (the :class:`~relaycore.PushWaiter` side)."""
         self.pending = False
+        self.hub.counters.push(200)
         if not self.gone:
             self._transport.session_answered(_pushed(recipients))
 
     def push_failed(self, error: HTTPError) -> None:
         """The cluster could not make the pending push."""
         self.pending = False
+        self.hub.counters.push(error.status)
         if not self.gone:
             self._transport.session_answered(self.refusal(error, json=True))
 
@@ -314,15 +364,20 @@ class ClientSession:
         """The answer when a pending push waited too long (the transport's bound): 503."""
         self.pending = False
         self.gone = True
+        self.hub.counters.push(503)
         return self.refusal(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]), json=True)
 
-    def _plain(self, method: bytes, path: bytes) -> Answer:
+    def _plain(self, method: bytes, path: bytes, headers: Headers, upgrade: bool) -> Answer:
         hub = self.hub
         if path == b"/version" and method in (b"GET", b"HEAD"):
             return _answer(200, f"relaycore {__version__}\n".encode())
         if path == b"/health" and method in (b"GET", b"HEAD"):
             health = {"status": "ok", "version": __version__, **hub.health()}
             return _answer(200, msgspec.json.encode(health), APPLICATION_JSON)
+        if self.routes is not None and not upgrade and not _relay_path(path):
+            answer = self.routes(method, path, headers)
+            if answer is not None:
+                return answer
         raise HTTPError(404, "Not found.")
 
     # -- a WebSocket --------------------------------------------------------------------
@@ -340,11 +395,19 @@ class ClientSession:
 
     def too_big(self) -> None:
         """The client's message is over :attr:`message_limit`: close 1009."""
+        self._dropped("size")
         self.close(CLOSE_TOO_BIG, TOO_BIG)
 
     def slow_consumer(self) -> None:
         """The client is owed more than ``outbound_buffer_bytes`` (its own pongs, echoes)."""
+        self._dropped("slow_consumer")
         self.close(CLOSE_POLICY, SLOW_CONSUMER)
+
+    def _dropped(self, reason: str) -> None:
+        """Count a drop decided here (a member's first: the close that follows ends it)."""
+        member = self.member
+        if member is not None and self.closing is None:
+            member.channel.tally.dropped[reason] += 1
 
     def shutdown(self) -> None:
         """The relay is going away: close 1001."""
@@ -368,6 +431,7 @@ class ClientSession:
         if self.closing is not None:
             return
         self.closing = (code, reason)
+        self._count_close(code)
         if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY):
             self.problem = reason
         if self.outbox.overflowed:
@@ -375,12 +439,34 @@ class ClientSession:
             self.outbox.drop_backlog()
         self._transport.session_closed(code, reason)
 
-    def leave(self) -> None:
-        """The client is gone (it closed, or the connection was lost): leave the channel."""
+    def leave(self, code: int | None = None) -> None:
+        """The client is gone (it closed, or the connection was lost): leave the channel.
+
+        ``code`` is the close code the client sent, if it sent one (None: the connection
+        was lost, counted as 1006 unless the relay had closed it already).
+        """
         self.gone = True
         member = self.member
         if member is not None:
+            self._count_close(CLOSE_ABNORMAL if code is None else code)
             self.hub.leave(member)
+
+    def _count_close(self, code: int) -> None:
+        """Count how a member's WebSocket ended, once: the first close, the relay's or the client's."""
+        member = self.member
+        if member is not None and not self._close_counted:
+            self._close_counted = True
+            member.channel.tally.closed(code)
+
+
+def _relay_path(path: bytes) -> bool:
+    """Whether ``path`` (as sent, or percent-decoded) is one of the relay's own."""
+    if path in RELAY_PATHS or path.startswith(RELAY_PREFIXES):
+        return True
+    if b"%" not in path:
+        return False
+    decoded = unquote_to_bytes(path)
+    return decoded in RELAY_PATHS or decoded.startswith(RELAY_PREFIXES)
 
 
 def message_size(data: str | bytes, room: int) -> int:

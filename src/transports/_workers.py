@@ -220,14 +220,19 @@ class Supervisor:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 late = ", ".join(w.describe() for w in self.workers if not w.ready)
-                log.warning("%s not ready after %g s; going on", late, READY_WAIT)
+                log.warning("%s not ready after %g s; going on", late, READY_WAIT, extra={"event": "worker.late"})
                 return None
             exited = self._wait(min(remaining, IDLE_WAKE))
             if self._stopping is not None:
                 return 0
             for worker in exited:
                 code = _exit_code(worker)
-                log.error("%s exited with %s during start-up", worker.describe(), _status(code))
+                log.error(
+                    "%s exited with %s during start-up",
+                    worker.describe(),
+                    _status(code),
+                    extra={"event": "worker.failed", "worker": worker.index},
+                )
                 return code if code in (1, 2) else 1
         return None
 
@@ -254,7 +259,11 @@ class Supervisor:
                 break
             self._wait(min(remaining, IDLE_WAKE))
         for worker in self._running():
-            log.warning("%s did not stop in time; killing it", worker.describe())
+            log.warning(
+                "%s did not stop in time; killing it",
+                worker.describe(),
+                extra={"event": "worker.killed", "worker": worker.index},
+            )
             _signal(worker, signal.SIGKILL)
         for worker in self.workers:
             if worker.process is not None:
@@ -287,12 +296,22 @@ class Supervisor:
         try:
             self._spawn(worker)
         except OSError as exc:  # fork failed (out of memory, of processes): try again later
-            log.error("cannot start worker %d: %s", worker.index, exc)
+            log.error(
+                "cannot start worker %d: %s",
+                worker.index,
+                exc,
+                extra={"event": "worker.failed", "worker": worker.index},
+            )
             worker.started = time.monotonic()
             self._schedule(worker)
             return
         self.restarts += 1
-        log.info("%s started (restart %d)", worker.describe(), self.restarts)
+        log.info(
+            "%s started (restart %d)",
+            worker.describe(),
+            self.restarts,
+            extra={"event": "worker.started", "worker": worker.index},
+        )
 
     def _schedule(self, worker: Worker) -> None:
         """The worker's process ended: forget it, and restart after the backoff."""
@@ -301,7 +320,13 @@ class Supervisor:
         worker.restart_at = now + worker.backoff
         if worker.process is not None:
             code = _exit_code(worker)
-            log.warning("%s exited with %s; restarting in %g s", worker.describe(), _status(code), worker.backoff)
+            log.warning(
+                "%s exited with %s; restarting in %g s",
+                worker.describe(),
+                _status(code),
+                worker.backoff,
+                extra={"event": "worker.exited", "worker": worker.index},
+            )
         self._forget(worker)
 
     def _forget(self, worker: Worker) -> None:
@@ -329,7 +354,7 @@ class Supervisor:
             self._close_channel(worker)  # SIGCHLD follows; the poll will see the exit
         elif not worker.ready:
             worker.ready = True
-            log.info("%s ready", worker.describe())
+            log.info("%s ready", worker.describe(), extra={"event": "worker.ready", "worker": worker.index})
 
     def _running(self) -> list[Worker]:
         return [w for w in self.workers if w.process is not None and w.process.poll() is None]
@@ -357,10 +382,15 @@ class Supervisor:
                 name = signal.Signals(signum).name
                 if self._stopping is None:
                     self._stopping = signal.Signals(signum)
-                    log.info("received %s, stopping %d workers", name, len(self.workers))
+                    log.info(
+                        "received %s, stopping %d workers",
+                        name,
+                        len(self.workers),
+                        extra={"event": "signal", "signal": name},
+                    )
                 elif not self._hurry:
                     self._hurry = True
-                    log.info("received %s again, killing the workers", name)
+                    log.info("received %s again, killing the workers", name, extra={"event": "signal", "signal": name})
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

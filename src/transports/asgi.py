@@ -13,7 +13,9 @@ and the server's own buffers are full) falls behind until its outbox passes
 - ``websocket`` scope: ``/c/<channel>`` and ``/r/<channel>`` (and ``/echo`` when enabled).
   A refused join is a real HTTP response (403, 429, 400) through the server's
   ``websocket.http.response`` extension, or a close before accept where there is none.
-- ``http`` scope: ``POST /push/<channel>``, ``GET /health``, ``GET /version``; 404 otherwise.
+- ``http`` scope: ``POST /push/<channel>``, ``GET /health``, ``GET /version``, and
+  ``GET /metrics`` and static files when configured (``[metrics]``, ``[server] static_dir``:
+  the same routes as the native server's); 404 otherwise.
 - ``lifespan``: shutdown closes every member with 1001.
 - Mounted under a prefix (Starlette's ``Mount("/relay", app=...)``), the scope's
   ``root_path`` is taken off the path.
@@ -38,6 +40,7 @@ from relaycore import Answer, ClientSession, Clock, Config, Hub, MessageOutbox, 
 
 from ._clock import SystemClock, secure_uids
 from ._cluster import cluster_driver, cluster_hub
+from ._routes import door_routes
 
 __all__ = ["RelayApp", "app", "create_app"]
 
@@ -89,7 +92,7 @@ def _event_factory() -> Callable[[], _Event]:
 class _Link:
     """One WebSocket connection's side of the app: its outbox, its writer's wake-up, its close."""
 
-    __slots__ = ("close", "closing", "decided", "done", "idle", "outbox", "refusal", "session")
+    __slots__ = ("close", "closing", "decided", "done", "idle", "outbox", "peer_code", "refusal", "session")
 
     def __init__(self, outbox: MessageOutbox) -> None:
         self.outbox = outbox
@@ -103,6 +106,8 @@ class _Link:
         self.decided = anyio.Event()
         self.refusal: Answer | None = None
         self.session: ClientSession | None = None
+        #: The close code the client sent (None: the connection was lost).
+        self.peer_code: int | None = None
 
     def session_opened(self) -> None:
         self.decided.set()
@@ -137,6 +142,10 @@ class RelayApp:
         #: (or inside :meth:`running`, for an app mounted in another).
         self.backplane = cluster_driver(hub, self.flush)
         self._cluster_running = False
+        #: The paths served beside the relay's own: ``/metrics``, static files (None: neither).
+        self.routes = door_routes(hub, self.backplane)
+        #: The ``/metrics`` endpoint and its registry, when ``[metrics] enabled``.
+        self.metrics = None if self.routes is None else self.routes.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -187,7 +196,7 @@ class RelayApp:
         target = self._target(scope)
         method = scope["method"].encode()
         waiting = _PlainHTTP()
-        session = ClientSession(self.hub, MessageOutbox(0, []), waiting, client=self._client(scope))
+        session = ClientSession(self.hub, MessageOutbox(0, []), waiting, client=self._client(scope), routes=self.routes)
         body = bytearray()
         answer = None
         while True:
@@ -231,10 +240,21 @@ class RelayApp:
                 await link.decided.wait()
             if session.pending:  # no decision in time: withdraw, refuse without an answer
                 session.leave()
+                log.info(
+                    "upgrade from %s dropped: no cluster decision in time",
+                    session.client,
+                    extra=_fields(session, "upgrade.timeout"),
+                )
                 await send({"type": "websocket.close", "code": 1011})
                 return
             answer = link.refusal
         if answer is not None:
+            if session.refused is not None:
+                fields = _fields(session, "upgrade.refused")
+                fields["status"] = session.refused
+                log.info(
+                    "upgrade from %s refused: %d %s", session.client, session.refused, session.problem, extra=fields
+                )
             await self._deny(scope, send, answer.status, answer.headers, answer.body)
             return
         self._links.add(link)
@@ -249,9 +269,14 @@ class RelayApp:
                 tg.cancel_scope.cancel()
         finally:
             self._links.discard(link)
-            session.leave()
+            session.leave(link.peer_code)
             self.flush()
             link.done.set()
+            if session.problem is not None:
+                fields = _fields(session, "connection.ended")
+                if link.close is not None:
+                    fields["code"] = link.close[0]
+                log.info("connection from %s ended: %s", session.client, session.problem, extra=fields)
 
     async def _deny(
         self, scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
@@ -275,6 +300,7 @@ class RelayApp:
                 session.message(text if text is not None else message.get("bytes") or b"")
                 self.flush()
             elif kind == "websocket.disconnect":
+                link.peer_code = message.get("code")
                 return
         # Closing: the writer sends the close; keep reading until the server says it went.
         while (await receive())["type"] != "websocket.disconnect":
@@ -357,6 +383,17 @@ class RelayApp:
         with anyio.move_on_after(self.hub.config.server.shutdown_grace):
             for link in links:
                 await link.done.wait()
+
+
+def _fields(session: ClientSession, event: str) -> dict[str, Any]:
+    """The structured fields of a log line about ``session`` (see transports.logs): never a
+    key, a channel name or message content."""
+    fields: dict[str, Any] = {"event": event, "client": session.client}
+    if session.namespace is not None:
+        fields["namespace"] = session.namespace
+    if session.problem:
+        fields["reason"] = session.problem
+    return fields
 
 
 class _PlainHTTP:

@@ -22,6 +22,7 @@ from relaycore import Config, ConfigError, __version__
 from . import check
 from ._tools import add_commands
 from ._workers import Supervisor, reserve_port
+from .logs import configure
 from .server import RelayServer
 
 __all__ = ["main"]
@@ -40,7 +41,14 @@ def _announce(addresses: Sequence[tuple[str, int]], tls: bool, how: str) -> None
     for addr_host, addr_port in addresses:
         shown = f"[{addr_host}]" if ":" in addr_host else addr_host
         scheme = "wss" if tls else "ws"
-        log.info("relaycore %s listening on %s://%s:%d (%s)", __version__, scheme, shown, addr_port, how)
+        address = f"{scheme}://{shown}:{addr_port}"
+        log.info(
+            "relaycore %s listening on %s (%s)",
+            __version__,
+            address,
+            how,
+            extra={"event": "listening", "address": address},
+        )
 
 
 async def _serve(server: RelayServer, backend: str, supervisor: socket.socket | None = None) -> None:
@@ -59,7 +67,8 @@ async def _serve(server: RelayServer, backend: str, supervisor: socket.socket | 
 
 async def _until_signal(signals: AsyncIterator[signal.Signals], done: anyio.CancelScope) -> None:
     async for signum in signals:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        log.info("received %s, shutting down", name, extra={"event": "signal", "signal": name})
         break
     done.cancel()
 
@@ -75,7 +84,7 @@ async def _until_orphaned(supervisor: socket.socket, done: anyio.CancelScope) ->
             continue
         except OSError:
             break
-    log.warning("the supervisor is gone, shutting down")
+    log.warning("the supervisor is gone, shutting down", extra={"event": "orphaned"})
     done.cancel()
 
 
@@ -109,6 +118,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
+    if args.static is not None:
+        config.server.static_dir = args.static
     if args.certfile is not None:
         config.server.tls_certfile = args.certfile
     if args.keyfile is not None:
@@ -125,6 +136,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if config.cluster.redis_url and _missing("coredis"):
         print("relaycore: the cluster needs coredis: pip install 'relaycore[redis]'", file=sys.stderr)
         return 2
+    if config.metrics.enabled and _missing("prometheus_client"):
+        print("relaycore: metrics need prometheus-client: pip install 'relaycore[metrics]'", file=sys.stderr)
+        return 2
     if args.workers > 1:
         return _cmd_serve_workers(args, config, host, port)
     supervisor = None
@@ -137,6 +151,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         server = RelayServer(config)
+    except ConfigError as exc:  # a static_dir that is not a directory
+        print(f"relaycore: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ssl.SSLError) as exc:
         print(f"relaycore: cannot load the TLS certificate: {exc}", file=sys.stderr)
         return 2
@@ -151,7 +168,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # A second Ctrl-C during the graceful drain stops at once, without a traceback.
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(_serve, server, args.backend, supervisor, backend=args.backend)
-    log.info("relaycore stopped")
+    log.info("relaycore stopped", extra={"event": "stopped"})
     return 0
 
 
@@ -180,9 +197,16 @@ def _cmd_serve_workers(args: argparse.Namespace, config: Config, host: str, port
         print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     addresses = [(str(name[0]), int(name[1])) for name in (sock.getsockname() for sock in reserved)]
-    command = [sys.executable, "-m", "transports", "--log-level", args.log_level, "serve", "--host", host]
+    command = [sys.executable, "-m", "transports", "--log-level", args.log_level, "--log-format", args.log_format]
+    command += ["serve", "--host", host]
     command += ["--port", str(addresses[0][1]), "--backend", args.backend]
-    for flag, value in (("--config", args.config), ("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+    flags = (
+        ("--config", args.config),
+        ("--certfile", args.certfile),
+        ("--keyfile", args.keyfile),
+        ("--static", args.static),
+    )
+    for flag, value in flags:
         if value is not None:
             command += [flag, value]
 
@@ -203,7 +227,7 @@ def _cmd_serve_workers(args: argparse.Namespace, config: Config, host: str, port
         for sock in reserved:
             sock.close()
     if status == 0:
-        log.info("relaycore stopped")
+        log.info("relaycore stopped", extra={"event": "stopped"})
     return status
 
 
@@ -221,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaycore", description="A WebSocket relay speaking itty-sockets.")
     parser.add_argument("--version", action="version", version=f"relaycore {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one JSON object per line (for collectors)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the relay server")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
@@ -229,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"], help="event loop")
     serve.add_argument("--certfile", default=None, help="serve TLS (wss://) with this PEM certificate chain")
     serve.add_argument("--keyfile", default=None, help="the certificate's private key (if not in --certfile)")
+    serve.add_argument("--static", default=None, metavar="DIR", help="serve the files in DIR at / (beside the relay)")
     serve.add_argument("--redis", default=None, metavar="URL", help="join the cluster on this Redis (redis://...)")
     serve.add_argument("--node-id", default=None, metavar="ID", help="this relay's name in the cluster")
     serve.add_argument(
@@ -249,10 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``relaycore`` command."""
     args = build_parser().parse_args(argv)
     # The workers of --workers N share the supervisor's stderr: their lines carry their pid.
-    tag = "[%(process)d]" if getattr(args, "supervisor_fd", None) is not None else ""
-    logging.basicConfig(
-        level=args.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", stream=sys.stderr
-    )
+    configure(args.log_level, args.log_format, pid=getattr(args, "supervisor_fd", None) is not None)
     return int(args.func(args))
 
 

@@ -56,6 +56,8 @@ CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.1
 BACKOFF_MOST = 2.0
+#: How long a starting node waits for Redis before it serves alone.
+STARTUP_WAIT = 5.0
 #: Pub/sub messages coredis may hold unread before the session is dropped and made anew.
 MAX_PUSH_BACKLOG = 50_000
 
@@ -89,15 +91,34 @@ class RedisBackplane:
         self._idle: anyio.Event | None = None
         self._ping_sent = 0
         self._ping_heard = 0
+        self._ping_sent_at = 0.0
+        #: The round trip of the last heartbeat ping through Redis pub/sub back to this
+        #: node, in seconds (None until one came back): behind any backlog of messages.
+        self.ping_seconds: float | None = None
         self._down_since: float | None = None
         self._stopping = False
+        self._joined: anyio.Event | None = None
         hub.on_calls = self._wake_writer
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Connect, serve, and reconnect for ever (until cancelled)."""
-        task_status.started()
+        """Connect, serve, and reconnect for ever (until cancelled).
+
+        Started (for ``TaskGroup.start``) once the node is in the cluster, or after
+        ``STARTUP_WAIT`` seconds without Redis: a front door that waits for it opens with
+        the cluster's view of every channel instead of a view of its own.
+        """
+        self._joined = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._reconnecting)
+            with anyio.move_on_after(STARTUP_WAIT):
+                await self._joined.wait()
+            if not self._joined.is_set():
+                log.warning("cluster: no Redis after %.0f s; serving this node's members alone meanwhile", STARTUP_WAIT)
+            task_status.started()
+
+    async def _reconnecting(self) -> None:
         delay = BACKOFF_FIRST
         while True:
             began = time.monotonic()
@@ -126,11 +147,15 @@ class RedisBackplane:
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 self.stats["outages"] += 1
-                log.warning("cluster: Redis unreachable (%s); serving this node's members alone, reconnecting", reason)
+                log.warning(
+                    "cluster: Redis unreachable (%s); serving this node's members alone, reconnecting",
+                    reason,
+                    extra={"event": "cluster.outage", "reason": reason},
+                )
             else:
-                log.debug("cluster: reconnect failed: %s", reason)
+                log.debug("cluster: reconnect failed: %s", reason, extra={"event": "cluster.retry", "reason": reason})
         else:
-            log.debug("cluster: reconnect failed: %s", reason)
+            log.debug("cluster: reconnect failed: %s", reason, extra={"event": "cluster.retry", "reason": reason})
         if self.hub.is_online:
             self.hub.offline()
             self.flush()
@@ -162,12 +187,20 @@ class RedisBackplane:
                         "cluster: Redis reachable again after %.1f s; registering %d members again",
                         time.monotonic() - self._down_since,
                         hub.connections,
+                        extra={"event": "cluster.reconnected"},
                     )
                     self._down_since = None
                 elif self.stats["connects"] == 1:
-                    log.info("cluster: node %s joined the cluster at %s", hub.node, _safe_url(self.url))
+                    log.info(
+                        "cluster: node %s joined the cluster at %s",
+                        hub.node,
+                        _safe_url(self.url),
+                        extra={"event": "cluster.joined"},
+                    )
                 hub.online()
                 self.flush()
+                if self._joined is not None:
+                    self._joined.set()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._writer, client, scripts, pubsub, subscribed)
                     tg.start_soon(self._heartbeat, client, scripts, pubsub)
@@ -196,6 +229,8 @@ class RedisBackplane:
         channel, data = message["channel"], message["data"]
         if channel == self.hub.direct_key and data[:1] == b"P":
             self._ping_heard = int(data[1:])
+            if self._ping_heard == self._ping_sent:
+                self.ping_seconds = time.monotonic() - self._ping_sent_at
             return
         self.hub.feed(channel, data)
         self.flush()
@@ -250,7 +285,11 @@ class RedisBackplane:
             reaped = int(await reaping)
             if reaped:
                 self.stats["reaped"] += reaped
-                log.info("cluster: %d members of nodes gone silent left their channels", reaped)
+                log.info(
+                    "cluster: %d members of nodes gone silent left their channels",
+                    reaped,
+                    extra={"event": "cluster.reaped"},
+                )
 
     async def _heartbeat(self, client: Any, scripts: dict[str, Any], pubsub: Any) -> None:
         beats = 0
@@ -264,6 +303,7 @@ class RedisBackplane:
             if self._ping_sent - self._ping_heard > 2:
                 raise _PubSubSilent("the pub/sub connection stopped delivering")
             self._ping_sent += 1
+            self._ping_sent_at = time.monotonic()
             await client.publish(self.hub.direct_key, b"P%d" % self._ping_sent)
 
     async def _repair_later(self) -> None:

@@ -51,6 +51,7 @@ from relaycore import Clock, Config, Connection, Hub, RelayUsageError, State, Ui
 
 from ._clock import SystemClock, secure_uids
 from ._cluster import cluster_driver, cluster_hub
+from ._routes import door_routes
 
 __all__ = ["RelayServer"]
 
@@ -154,6 +155,10 @@ class RelayServer:
         self.hub = hub
         #: The cluster driver, when ``[cluster] redis_url`` is set (None: one process).
         self.backplane = cluster_driver(hub, self._flush)
+        #: The paths served beside the relay's own: ``/metrics``, static files (None: neither).
+        self.routes = door_routes(hub, self.backplane)
+        #: The ``/metrics`` endpoint and its registry, when ``[metrics] enabled``.
+        self.metrics = None if self.routes is None else self.routes.metrics
         #: The addresses bound, as (host, port), once listening.
         self.addresses: list[tuple[str, int]] = []
         self._peers: set[Peer] = set()
@@ -366,19 +371,20 @@ class RelayServer:
                     return
                 # The client went away before we took it (ECONNABORTED, EPROTO), or a
                 # firewall said no (EPERM): that client's problem, not the server's.
-                log.debug("accept failed: %s; skipped", exc)
+                log.debug("accept failed: %s; skipped", exc, extra={"event": "accept.failed"})
                 continue
+            client = str(addr[0]) if isinstance(addr, tuple) else ""
             try:
-                self._adopt(sock, str(addr[0]) if isinstance(addr, tuple) else "")
+                self._adopt(sock, client)
             except OSError as exc:  # the socket died between accept() and now
-                log.debug("accepted connection lost at once: %s", exc)
+                log.debug("accepted connection lost at once: %s", exc, extra={"event": "accept.lost", "client": client})
                 sock.close()
 
     def _adopt(self, sock: socket.socket, client: str) -> None:
         """Make an accepted socket a peer: non-blocking, watched by the selector."""
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = Peer(sock, Connection(self.hub, client=client))
+        peer = Peer(sock, Connection(self.hub, client=client, routes=self.routes))
         peer.conn.outbox.peer = peer
         if self.ssl_context is not None:
             peer.tls_in, peer.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -395,6 +401,7 @@ class RelayServer:
                 "accept: out of file descriptors (%s, %d connections open); deferring new connections until some close",
                 exc.strerror or exc,
                 len(self._peers),
+                extra={"event": "accept.starved"},
             )
         self._deferred += 1
         self._pause_accepting()
@@ -408,6 +415,7 @@ class RelayServer:
                 "accepting again after %.1f s without descriptors; %d accepts deferred",
                 self.hub.clock.monotonic() - since,
                 self._deferred,
+                extra={"event": "accept.resumed"},
             )
 
     def _pause_accepting(self) -> None:
@@ -487,7 +495,7 @@ class RelayServer:
 
     def _failed(self, peer: Peer) -> None:
         """A bug while reading or ticking one connection: close it with 1011."""
-        log.exception("connection from %s failed", peer.conn.client)
+        log.exception("connection from %s failed", peer.conn.client, extra=_fields(peer.conn, "connection.failed"))
         with contextlib.suppress(Exception):
             peer.conn.fail()
         try:
@@ -497,7 +505,9 @@ class RelayServer:
 
     def _broken(self, peer: Peer) -> None:
         """A bug while writing one connection: nothing more can go out; drop the socket."""
-        log.exception("connection from %s failed while writing", peer.conn.client)
+        log.exception(
+            "connection from %s failed while writing", peer.conn.client, extra=_fields(peer.conn, "connection.failed")
+        )
         peer.dead = True
         peer.cipher = b""
         with contextlib.suppress(Exception):
@@ -649,8 +659,13 @@ class RelayServer:
         conn = peer.conn
         if conn.state is not State.CLOSED:
             conn.connection_lost()
-        if conn.problem:
-            log.info("connection from %s ended: %s", conn.client, conn.problem)
+        session = conn.session
+        if session.refused is not None:
+            fields = _fields(conn, "upgrade.refused")
+            fields["status"] = session.refused
+            log.info("upgrade from %s refused: %d %s", conn.client, session.refused, session.problem, extra=fields)
+        elif conn.problem:
+            log.info("connection from %s ended: %s", conn.client, conn.problem, extra=_fields(conn, "connection.ended"))
         peer.phase = Phase.DRAINING
         peer.deadline = self.hub.clock.monotonic() + self.config.limits.close_timeout
         if not conn.outbox and not peer.writing:
@@ -696,6 +711,21 @@ class RelayServer:
         peer.sock.close()
         if self._accept_paused_until and self._starved_since is not None:
             self._resume_accepting()  # a descriptor just came free
+
+
+def _fields(conn: Connection, event: str) -> dict[str, Any]:
+    """The structured fields of a log line about ``conn`` (see transports.logs): never a
+    key, a channel name or message content."""
+    session = conn.session
+    fields: dict[str, Any] = {"event": event, "client": conn.client}
+    if session.namespace is not None:
+        fields["namespace"] = session.namespace
+    if conn.close_code is not None:
+        fields["code"] = conn.close_code
+    reason = conn.problem or session.problem
+    if reason:
+        fields["reason"] = reason
+    return fields
 
 
 def _bind(host: str | Sequence[str], port: int, *, reuse_port: bool = False) -> list[socket.socket]:

@@ -198,12 +198,14 @@ async def relay_process(
     start_timeout: float = START_TIMEOUT,
     stop_timeout: float = STOP_TIMEOUT,
     args: Sequence[str] = (),
+    options: Sequence[str] = (),
     name: str = "",
     listening: re.Pattern[str] = _LISTENING,
 ) -> AsyncIterator[RelayProcess]:
     """Run ``relaycore serve`` on 127.0.0.1 with a free port, on ``backend``, for the block.
 
-    ``args`` are more ``serve`` arguments (``--redis URL``); ``name`` tells apart the
+    ``args`` are more ``serve`` arguments (``--redis URL``), ``options`` more of the
+    command's own, given before ``serve`` (``--log-format json``); ``name`` tells apart the
     files of several relays on one backend. ``config`` is the TOML text of its configuration
     file (written into ``directory``, with its log). ``nofile`` sets the child's
     RLIMIT_NOFILE (soft and hard). ``listening`` is the log line waited for, its group 1
@@ -220,6 +222,7 @@ async def relay_process(
         "transports",
         "--log-level",
         "info",
+        *options,
         "serve",
         "--host",
         "127.0.0.1",
