@@ -63,8 +63,7 @@ from ._hub import (
     UidSource,
     user_not_found,
 )
-from ._limits import TokenBucket
-from ._wire import Envelope, JoinFrame, LeaveFrame, SelfJoinFrame, UserEntry, encode, text_frame
+from ._wire import Envelope, JoinFrame, LeaveFrame, encode
 
 __all__ = ["SCRIPTS", "Call", "ClusterHub", "channel_keys"]
 
@@ -446,26 +445,8 @@ class ClusterHub(Hub):
         channel = self.channels.get(name)
         if channel is None:
             channel = self.channels[name] = self._new_channel(name)
-        limits = self.config.limits
-        bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
-        member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
-        member.can_send = can_send
-        channel.members[uid] = member
-        channel._changed()
-        member.outbox.write(request.greeting)
-        total = len(replica.members)
-        date = self.now_ms()
-        users = None
-        if request.options.list:
-            everyone = replica.members.values()
-            users = [UserEntry(uid=e.uid, alias=e.alias, is_self=e.uid == uid) for e in everyone if e.announce]
-        own = encode(SelfJoinFrame(uid=uid, alias=member.alias, total=total, date=date, users=users))
-        member.outbox.put_always(own, text_frame(own))
-        if len(channel.members) > 1 and not self.closing:
-            frame = JoinFrame(total=total, date=date)
-            if member.announce:
-                frame.uid, frame.alias = uid, member.alias
-            self._deliver(channel.everyone, encode(frame), member)
+        member = self._enroll(channel, uid, request, can_send)
+        self._presence_join(member, request.options.list, replica.members.values())
         return member
 
     def _admit_pending(self, replica: Replica, token: str, pending: Pending) -> None:
@@ -660,15 +641,9 @@ class ClusterHub(Hub):
 
     def _depart(self, channel: Channel, departures: list[Departure]) -> None:
         members = channel.members
-        gone: list[Departure] = []
-        for departure in departures:
-            member = departure[0]
-            if members.get(member.uid) is member:
-                del members[member.uid]
-                gone.append(departure)
+        gone = self._remove(channel, departures)
         if not gone:
             return
-        channel._changed()
         replica = self.replicas.get(channel.name)
         if replica is not None and self.is_online:
             uids = [member.uid for member, _, _ in gone]

@@ -19,7 +19,7 @@ each decided in one overridable method: ``_new_uid``, ``_admit``, ``_presence``)
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -112,6 +112,14 @@ class PushWaiter(Protocol):
 
     def push_failed(self, error: HTTPError) -> None:
         """The push could not be made (the cluster lost Redis meanwhile)."""
+
+
+class Present(Protocol):
+    """A member as presence frames show it, here or (in a cluster) on another node."""
+
+    uid: str
+    alias: str | None
+    announce: bool
 
 
 class Member:
@@ -279,13 +287,7 @@ class Hub:
 
     def admit(self, request: JoinRequest) -> Member:
         """Decide ``request`` in this process (the in-memory backplane's decision)."""
-        name, options, outbox, session, greeting = (
-            request.name,
-            request.options,
-            request.outbox,
-            request.session,
-            request.greeting,
-        )
+        name, options = request.name, request.options
         channel = self.channels.get(name)
         fresh = channel is None
         if channel is None:
@@ -293,14 +295,19 @@ class Hub:
         can_send = self._admit(channel, options, fresh)
         if fresh:
             self.channels[name] = channel
+        member = self._enroll(channel, self._new_uid(channel), request, can_send)
+        self._presence_join(member, options.list, channel.members.values())
+        return member
+
+    def _enroll(self, channel: Channel, uid: str, request: JoinRequest, can_send: bool) -> Member:
+        """Make ``request``'s member ``uid`` of ``channel``; its greeting goes into its outbox first."""
         limits = self.config.limits
         bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
-        member = Member(self._new_uid(channel), options, channel, outbox, session, bucket)
+        member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
         member.can_send = can_send
-        channel.members[member.uid] = member
+        channel.members[uid] = member
         channel._changed()
-        outbox.write(greeting)
-        self._presence_join(member, options.list)
+        request.outbox.write(request.greeting)
         return member
 
     def leave(self, member: Member) -> None:
@@ -481,19 +488,20 @@ class Hub:
                 return uid
         raise RuntimeError("the uid source keeps repeating itself")
 
-    def _presence_join(self, member: Member, with_users: bool) -> None:
+    def _presence_join(self, member: Member, with_users: bool, everyone: Collection[Present]) -> None:
+        """The joiner's self-join and the others' join event. ``everyone`` is the channel's
+        membership the totals and ``users`` count, the joiner among them (a cluster counts
+        every node's)."""
         channel = member.channel
-        total = len(channel.members)
+        total = len(everyone)
         date = self.now_ms()
         users = None
         if with_users:
-            users = [
-                UserEntry(uid=m.uid, alias=m.alias, is_self=m is member) for m in channel.members.values() if m.announce
-            ]
+            users = [UserEntry(uid=m.uid, alias=m.alias, is_self=m.uid == member.uid) for m in everyone if m.announce]
         own = encode(SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users))
         # Never refused: a member cannot be cut off before it even knows its uid.
         member.outbox.put_always(own, text_frame(own))
-        if total > 1:
+        if len(channel.members) > 1:
             frame = JoinFrame(total=total, date=date)
             if member.announce:
                 frame.uid, frame.alias = member.uid, member.alias
@@ -539,15 +547,9 @@ class Hub:
         """
         members = channel.members
         before = len(members)
-        gone: list[Departure] = []
-        for departure in departures:
-            member = departure[0]
-            if members.get(member.uid) is member:
-                del members[member.uid]
-                gone.append(departure)
+        gone = self._remove(channel, departures)
         if not gone:
             return
-        channel._changed()
         if members and not self.closing:
             self._announce_leaves(channel, gone, before)
         if not members and self.channels.get(channel.name) is channel:
@@ -556,6 +558,20 @@ class Hub:
         for member, code, reason in gone:
             if code is not None:
                 member.session.kick(code, reason)
+
+    @staticmethod
+    def _remove(channel: Channel, departures: list[Departure]) -> list[Departure]:
+        """Take the departing members still in ``channel`` out of it; return those departures."""
+        members = channel.members
+        gone: list[Departure] = []
+        for departure in departures:
+            member = departure[0]
+            if members.get(member.uid) is member:
+                del members[member.uid]
+                gone.append(departure)
+        if gone:
+            channel._changed()
+        return gone
 
     def _announce_leaves(self, channel: Channel, gone: list[Departure], before: int) -> None:
         """Tell the members left in ``channel`` about every departure in ``gone``, in order.
