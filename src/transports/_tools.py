@@ -21,6 +21,7 @@ import anyio
 import msgspec
 
 from .client import ChannelClosed, ClientError, Refused, connect, http_push, push
+from .logs import fail
 
 __all__ = ["add_commands"]
 
@@ -61,7 +62,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fail(code: int, text: str) -> int:
-    print(f"relaycore: {text}", file=sys.stderr)
+    fail(text)
     return code
 
 

@@ -64,6 +64,7 @@ from relaycore.texts import BINARY_UNSUPPORTED, INVALID_JSON, INVALID_JSON_BODY,
 from transports.client import Channel, ClientError, Refused, connect
 from transports.client import Error as ErrorEvent
 from transports.client import Message as MessageEvent
+from transports.logs import fail
 
 __all__ = [
     "CHECKS",
@@ -1652,10 +1653,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{item.name:<28} {item.summary}{tags}")
         return 0
     if args.url is None:
-        print("relaycore check: the relay's URL is missing (ws://host:port)", file=sys.stderr)
+        fail("the relay's URL is missing (ws://host:port)", command="relaycore check")
         return 2
     if (args.join_key or args.send_key) and not args.namespace:
-        print("relaycore check: --join-key and --send-key are the keys of a --namespace", file=sys.stderr)
+        fail("--join-key and --send-key are the keys of a --namespace", command="relaycore check")
         return 2
     settings = Settings(
         url=args.url,
@@ -1670,15 +1671,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         base = Base.parse(settings.url)
     except ValueError as exc:
-        print(f"relaycore check: {exc}", file=sys.stderr)
+        fail(str(exc), command="relaycore check")
         return 2
     if not selected(settings.only):
-        print(f"relaycore check: no check matches {' '.join(settings.only)} (see --list)", file=sys.stderr)
+        fail(f"no check matches {' '.join(settings.only)} (see --list)", command="relaycore check")
         return 2
     try:
         anyio.run(_reachable, base)
     except OSError as exc:
-        print(f"relaycore check: cannot reach {base.host}:{base.port}: {exc}", file=sys.stderr)
+        fail(f"cannot reach {base.host}:{base.port}: {exc}", command="relaycore check")
         return 2
     results = anyio.run(run_checks, settings)
     print(format_json(results, settings) if args.json else format_table(results))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -13,6 +14,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import msgspec
@@ -22,7 +24,7 @@ from relaycore import Config, ConfigError, __version__
 from . import check
 from ._tools import add_commands
 from ._workers import Supervisor, reserve_port
-from .logs import configure
+from .logs import configure, fail
 from .server import RelayServer
 
 __all__ = ["main"]
@@ -109,12 +111,12 @@ def _backend_missing(backend: str) -> str | None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     missing = _backend_missing(args.backend)
     if missing is not None:
-        print(f"relaycore: {missing}", file=sys.stderr)
+        fail(str(missing))
         return 2
     try:
         config = load_config(args.config)
     except (ConfigError, OSError) as exc:
-        print(f"relaycore: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -131,13 +133,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # replace() runs ClusterConfig's own checks, as the file and environment get them.
         config.cluster = msgspec.structs.replace(config.cluster, **cluster)
     except ValueError as exc:
-        print(f"relaycore: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     if config.cluster.redis_url and _missing("coredis"):
-        print("relaycore: the cluster needs coredis: pip install 'relaycore[redis]'", file=sys.stderr)
+        fail("the cluster needs coredis: pip install 'relaycore[redis]'")
         return 2
     if config.metrics.enabled and _missing("prometheus_client"):
-        print("relaycore: metrics need prometheus-client: pip install 'relaycore[metrics]'", file=sys.stderr)
+        fail("metrics need prometheus-client: pip install 'relaycore[metrics]'")
         return 2
     if args.workers > 1:
         return _cmd_serve_workers(args, config, host, port)
@@ -147,23 +149,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             supervisor = socket.socket(fileno=args.supervisor_fd)
             supervisor.setblocking(False)
         except OSError as exc:
-            print(f"relaycore: --supervisor-fd {args.supervisor_fd}: {exc}", file=sys.stderr)
+            fail(f"--supervisor-fd {args.supervisor_fd}: {exc}")
             return 2
     try:
         server = RelayServer(config)
     except ConfigError as exc:  # a static_dir that is not a directory
-        print(f"relaycore: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     except (OSError, ssl.SSLError) as exc:
-        print(f"relaycore: cannot load the TLS certificate: {exc}", file=sys.stderr)
+        fail(f"cannot load the TLS certificate: {exc}")
         return 2
     except ValueError as exc:  # a TLS key without its certificate
-        print(f"relaycore: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     try:
         server.bind(host, port, reuse_port=args.reuse_port)
     except OSError as exc:
-        print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        fail(f"cannot listen on {host}:{port}: {exc}")
         return 1
     # A second Ctrl-C during the graceful drain stops at once, without a traceback.
     with contextlib.suppress(KeyboardInterrupt):
@@ -176,25 +178,22 @@ def _cmd_serve_workers(args: argparse.Namespace, config: Config, host: str, port
     """``serve --workers N``: N worker processes on one port, one cluster (see _workers)."""
     count = args.workers
     if not config.cluster.redis_url:
-        print(
-            f"relaycore: --workers {count} needs a cluster backplane: pass --redis URL (or set [cluster] redis_url)",
-            file=sys.stderr,
-        )
+        fail(f"--workers {count} needs a cluster backplane: pass --redis URL (or set [cluster] redis_url)")
         return 2
     if not hasattr(socket, "SO_REUSEPORT"):
-        print(f"relaycore: --workers {count} needs SO_REUSEPORT, which this system lacks", file=sys.stderr)
+        fail(f"--workers {count} needs SO_REUSEPORT, which this system lacks")
         return 2
     base = config.cluster.node_id or secrets.token_hex(4)
     node_ids = [f"{base}-w{index}" for index in range(1, count + 1)]
     try:
         msgspec.structs.replace(config.cluster, node_id=node_ids[-1])  # the longest one
     except ValueError as exc:
-        print(f"relaycore: {exc} (the workers' node ids are {node_ids[-1]!r} and the like)", file=sys.stderr)
+        fail(f"{exc} (the workers' node ids are {node_ids[-1]!r} and the like)")
         return 2
     try:
         reserved = reserve_port(host, port)
     except OSError as exc:
-        print(f"relaycore: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        fail(f"cannot listen on {host}:{port}: {exc}")
         return 1
     addresses = [(str(name[0]), int(name[1])) for name in (sock.getsockname() for sock in reserved)]
     command = [sys.executable, "-m", "transports", "--log-level", args.log_level, "--log-format", args.log_format]
@@ -221,7 +220,7 @@ def _cmd_serve_workers(args: argparse.Namespace, config: Config, host: str, port
     try:
         status = supervisor.run(lambda: _announce(addresses, tls, f"{args.backend}, {count} workers"))
     except OSError as exc:
-        print(f"relaycore: cannot start the workers: {exc}", file=sys.stderr)
+        fail(f"cannot start the workers: {exc}")
         return 1
     finally:
         for sock in reserved:
@@ -242,7 +241,7 @@ def _worker_count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relaycore", description="A WebSocket relay speaking itty-sockets.")
+    parser = _Parser(prog="relaycore", description="A WebSocket relay speaking itty-sockets.")
     parser.add_argument("--version", action="version", version=f"relaycore {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
@@ -273,12 +272,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as ``fail()`` says them: a JSON line when ``--log-format json`` was asked for."""
+
+    #: Set by :func:`main` from the command line before it is parsed (subcommands share it).
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            configure("info", "json")
+            fail(f"{message} (see relaycore --help)")
+            sys.exit(2)
+        super().error(message)
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON logs (read before it is known to parse)."""
+    return "--log-format=json" in argv or any(
+        word == "--log-format" and following == "json" for word, following in itertools.pairwise(argv)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``relaycore`` command."""
+    _Parser.json_errors = _asks_for_json(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # The workers of --workers N share the supervisor's stderr: their lines carry their pid.
     configure(args.log_level, args.log_format, pid=getattr(args, "supervisor_fd", None) is not None)
-    return int(args.func(args))
+    if args.log_format != "json":
+        return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception:  # a crash is a JSON line too (type and frames, never its text)
+        log.exception("relaycore failed", extra={"event": "crashed"})
+        return 1
 
 
 if __name__ == "__main__":

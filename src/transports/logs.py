@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-__all__ = ["FIELDS", "JSONFormatter", "configure"]
+__all__ = ["FIELDS", "JSONFormatter", "configure", "fail"]
 
 #: The record attributes written when a line has them, in this order.
 FIELDS = ("client", "namespace", "code", "reason", "status", "address", "backend", "signal", "worker")
@@ -94,6 +94,8 @@ def configure(
     every line with the process id (the workers of ``--workers N``). Like
     :func:`logging.basicConfig`, it does nothing if logging is set up already.
     """
+    global _json_format
+    _json_format = log_format == "json"
     handler = logging.StreamHandler(stream or sys.stderr)
     if log_format == "json":
         handler.setFormatter(JSONFormatter(pid=pid))
@@ -101,3 +103,18 @@ def configure(
         tag = "[%(process)d]" if pid else ""
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    if _json_format:
+        logging.captureWarnings(True)  # a library's warning is a JSON line too
+
+
+#: Whether :func:`configure` chose JSON lines (then everything on stderr is a JSON object).
+_json_format = False
+
+
+def fail(message: str, *, command: str = "relaycore") -> None:
+    """Say on standard error why the command cannot go on: ``relaycore: <message>`` for a
+    person, or, with ``--log-format json``, a JSON line (``"event": "failed"``) like every other."""
+    if _json_format:
+        logging.getLogger(command.replace(" ", ".")).error(message, extra={"event": "failed"})
+    else:
+        print(f"{command}: {message}", file=sys.stderr)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -136,3 +140,67 @@ def test_lines_of_other_libraries_are_named_by_their_logger() -> None:
     record = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "hello", None, None)
     entry = json.loads(JSONFormatter(pid=True).format(record))
     assert entry["event"] == "uvicorn.error" and entry["level"] == "warning" and isinstance(entry["pid"], int)
+
+
+def _run_json(
+    args: list[str], *, prelude: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``relaycore --log-format json ARGS`` in a fresh interpreter (``prelude`` runs first)."""
+    code = f"import sys; {prelude or 'pass'}; from transports.cli import main; sys.exit(main(sys.argv[1:]))"
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("RELAYCORE_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", code, "--log-format", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environ,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "prelude", "env", "says"),
+    [
+        (
+            "metrics without prometheus-client",
+            ["serve", "--port", "0"],
+            "sys.modules['prometheus_client'] = None",
+            {"RELAYCORE_METRICS_ENABLED": "true"},
+            "metrics need prometheus-client",
+        ),
+        ("an unknown setting", ["serve", "--port", "0"], "", {"RELAYCORE_SERVER_NOPE": "1"}, "RELAYCORE_SERVER_NOPE"),
+        ("a usage error", ["serve", "--port", "many"], "", {}, "invalid int value"),
+        ("a missing command", [], "", {}, "required"),
+        ("a missing TLS file", ["serve", "--port", "0", "--certfile", "/nonexistent.pem"], "", {}, "TLS certificate"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and " " in value else None,
+)
+def test_start_up_failures_are_json_lines_too(
+    case: str, args: list[str], prelude: str, env: dict[str, str], says: str
+) -> None:
+    result = _run_json(args, prelude=prelude, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines, f"{case}: nothing on standard error"
+    entries = parsed(lines)  # every line, not just the last: a stray text line fails here
+    assert entries[-1]["level"] == "error"
+    assert entries[-1]["event"] == "failed"
+    assert says in entries[-1]["message"]
+
+
+def test_a_port_in_use_is_a_json_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_json(["serve", "--port", str(port)])
+    assert result.returncode == 1, result.stderr
+    (entry,) = parsed(result.stderr.splitlines())
+    assert entry["event"] == "failed" and f"cannot listen on 127.0.0.1:{port}" in entry["message"]
+
+
+def test_text_format_failures_stay_one_plain_line() -> None:
+    code = "import sys; from transports.cli import main; sys.exit(main(['serve', '--port', '0', '--certfile', '/x']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("relaycore: cannot load the TLS certificate: "), result.stderr
