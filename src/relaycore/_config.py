@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from ._limits import FORWARDED_HEADERS, TrustedProxies
+from ._origins import Origins
 
 __all__ = ["Config", "ConfigError", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
 
@@ -40,6 +41,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_keyfile: str = ""
     #: A directory whose files are served at ``/`` (empty: none); the relay's paths win.
     static_dir: str = ""
+    #: The web origins (``scheme://host[:port]``) whose pages may open WebSockets and use the
+    #: HTTP endpoints (CORS); ``"*"``: any, as a public relay. A request without ``Origin``
+    #: (a program, not a page) is always let in.
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
     def __post_init__(self) -> None:
         # Header names are case-insensitive; compare them in the case h11 gives them.
@@ -119,6 +124,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             TrustedProxies(self.server.trusted_proxies, header=self.server.forwarded_header)
         except ValueError as exc:
             raise ValueError(f"`server.trusted_proxies`: {exc}") from None
+        try:
+            Origins(self.server.allowed_origins)
+        except ValueError as exc:
+            raise ValueError(f"`server.allowed_origins`: {exc}") from None
         for prefix in self.namespaces:
             if not prefix or len(prefix.encode()) > 256:
                 raise ValueError(f"namespace {prefix!r} must be 1..256 bytes")
@@ -183,8 +192,8 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
 
 
 def _env_value(value: str, key: str) -> Any:
-    """Environment values are strings; lists (trusted_proxies) are comma separated."""
-    if key == "trusted_proxies":
+    """Environment values are strings; lists (trusted_proxies, allowed_origins) are comma separated."""
+    if key in ("trusted_proxies", "allowed_origins"):
         return [part.strip() for part in value.split(",") if part.strip()]
     lowered = value.strip().lower()
     if lowered in ("true", "false"):

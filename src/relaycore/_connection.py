@@ -353,12 +353,12 @@ class Connection:
                     self._refuse(self.session.refusal(HTTPError(431, "Request header fields too large.")))
                     return
                 if self._declared_body(event) > self.session.message_limit:
-                    self._refuse(self.session.body_too_large(event.target))
+                    self._refuse(self.session.body_too_large(event.target, event.headers))
                     return
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self.session.message_limit and self._request is not None:
-                    self._refuse(self.session.body_too_large(self._request.target))
+                    self._refuse(self.session.body_too_large(self._request.target, self._request.headers))
                     return
             elif isinstance(event, h11.EndOfMessage):
                 if self._request is not None and self._http.their_state is not MIGHT_SWITCH_PROTOCOL:
@@ -443,7 +443,9 @@ class Connection:
 
     def _respond(self, answer: Answer, *, close: bool = False) -> None:
         content_type, *extra = answer.headers
-        headers = [content_type, (b"content-length", str(len(answer.body)).encode())]
+        headers = [content_type]
+        if answer.status != 204:  # No Content has no length (RFC 9110, 8.6)
+            headers.append((b"content-length", str(len(answer.body)).encode()))
         if close:
             headers += [h for h in extra if h[0] != b"connection"]
             headers.append((b"connection", b"close"))

@@ -30,6 +30,7 @@ from ._counters import Counters, Tally
 from ._errors import HTTPError, RelayUsageError
 from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
+from ._origins import Origins
 from ._outbox import Outbox
 from ._wire import (
     Envelope,
@@ -220,6 +221,8 @@ class Hub:
         self.pushes = ClientLimiter(limits.pushes_per_second_per_ip, max(1.0, limits.pushes_per_second_per_ip))
         #: The proxies believed about who their client is, and the one header they say it in.
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies, header=config.server.forwarded_header)
+        #: The web origins whose pages may open WebSockets and read the HTTP endpoints.
+        self.origins = Origins(config.server.allowed_origins)
 
     # -- outboxes ---------------------------------------------------------------
 

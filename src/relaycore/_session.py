@@ -40,6 +40,7 @@ from ._errors import HTTPError
 from ._hub import CLOSE_POLICY, CLUSTER_UNAVAILABLE, SLOW_CONSUMER, Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
+from ._origins import ORIGIN_NOT_ALLOWED
 from ._outbox import Outbox
 from ._wire import parse_json
 
@@ -72,6 +73,10 @@ APPLICATION_JSON = b"application/json"
 Headers = Sequence[tuple[bytes, bytes]]
 """Request headers as (name, value) pairs; names in lower case, as h11 and ASGI give them."""
 
+#: The methods each of the relay's plain HTTP endpoints takes (a page's CORS preflight is told).
+CORS_METHODS = {b"/health": b"GET, HEAD", b"/version": b"GET, HEAD"}
+PUSH_METHODS = b"POST"
+
 #: Paths that are the relay's own whether or not it serves them (``/echo`` when disabled):
 #: never handed to :data:`Routes`, in any percent-encoding.
 RELAY_PATHS = (b"/health", b"/version", b"/echo")
@@ -98,12 +103,8 @@ def _method_not_allowed(allowed: bytes) -> HTTPError:
     return HTTPError(405, "Method not allowed.", [(b"allow", allowed)])
 
 
-def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN) -> Answer:
-    return Answer(status, body, [(b"content-type", content_type)])
-
-
-def _pushed(recipients: int) -> Answer:
-    return _answer(200, msgspec.json.encode({"ok": True, "recipients": recipients}), APPLICATION_JSON)
+def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN, *, cors: Headers = ()) -> Answer:
+    return Answer(status, body, [(b"content-type", content_type), *cors])
 
 
 Routes = Callable[[bytes, bytes, Headers], "Answer | None"]
@@ -150,6 +151,7 @@ class ClientSession:
 
     __slots__ = (
         "_close_counted",
+        "_cors",
         "_peer_address",
         "_transport",
         "client",
@@ -205,6 +207,8 @@ class ClientSession:
         #: The transport's own HTTP paths, asked after the relay's own.
         self.routes = routes
         self._close_counted = False
+        #: The CORS headers of this request's answers (the plain endpoints only), once known.
+        self._cors: list[tuple[bytes, bytes]] = []
         #: The largest message (WebSocket, or HTTP push body) a client may send, in bytes.
         self.message_limit = hub.config.limits.max_message_bytes
         #: Whether this door serves the opt-in ``/echo`` endpoint (the config's by default).
@@ -224,35 +228,47 @@ class ClientSession:
         *,
         upgrade: bool = False,
         handshake: Callable[[bytes], bytes] | None = None,
+        extended_connect: bool = False,
     ) -> Answer | None:
         """Decide one request; ``upgrade`` when it asks for a WebSocket.
 
         ``handshake`` (framing adapters) gets the validated ``Sec-WebSocket-Key`` and returns
         the bytes that must precede everything (the 101 response); it is called only once
-        the request is otherwise acceptable. Returns None when a WebSocket opened (the member
-        joined; the handshake bytes and the self-join are in the outbox), else the answer.
+        the request is otherwise acceptable. ``extended_connect``: the WebSocket was asked
+        for with an HTTP/2 (or HTTP/3) extended CONNECT (RFC 8441), which the server checked;
+        it has none of HTTP/1.1's upgrade headers. Returns None when a WebSocket opened (the
+        member joined; the handshake bytes and the self-join are in the outbox), else the answer.
         """
         self.client = client_address(self._peer_address, headers, self.hub.trusted_proxies)
         path, _, query = target.partition(b"?")
-        opening = False
+        upgrade = upgrade or extended_connect
+        push = path.startswith(b"/push/")
+        if push or path in CORS_METHODS:
+            self._cors = self.hub.origins.cors(_origin(headers))
         try:
-            if path.startswith((b"/c/", b"/r/")):
-                opening = True
-                self._open(method, path[3:], query, headers, upgrade, handshake)
+            if path.startswith((b"/c/", b"/r/")) or (path == b"/echo" and self.echo_endpoint):
+                try:
+                    channel = path[3:] if path.startswith((b"/c/", b"/r/")) else None
+                    self._open(method, channel, query, headers, upgrade, handshake, extended_connect)
+                except HTTPError as exc:
+                    self._refused(exc)
+                    raise
                 return None
-            if path == b"/echo" and self.echo_endpoint:
-                opening = True
-                self._open(method, None, query, headers, upgrade, handshake)
-                return None
-            if path.startswith(b"/push/"):
+            if method == b"OPTIONS" and (push or path in CORS_METHODS):
+                return self._preflight(headers, PUSH_METHODS if push else CORS_METHODS[path])
+            if push:
                 return self._push(method, path[6:], headers, body)  # None: the cluster answers later
             return self._plain(method, path, headers, upgrade)
         except HTTPError as exc:
-            if opening:
-                self._refused(exc)
-            elif path.startswith(b"/push/"):
+            if push:
                 self.hub.counters.push(exc.status)
-            return self.refusal(exc, json=path.startswith(b"/push/"))
+            return self.refusal(exc, json=push)
+
+    def _preflight(self, headers: Headers, methods: bytes) -> Answer:
+        """A page's CORS preflight (``OPTIONS``) of a plain endpoint: 204, with the CORS
+        headers when the page's origin is allowed (none otherwise: the browser then stops)."""
+        self._cors = self.hub.origins.preflight(_origin(headers), methods + b", OPTIONS")
+        return Answer(204, b"", [(b"allow", methods + b", OPTIONS"), *self._cors])
 
     def _refused(self, exc: HTTPError) -> None:
         """Count (and keep, for the log) a refused WebSocket upgrade."""
@@ -267,13 +283,15 @@ class ClientSession:
         else:
             answer = _answer(exc.status, exc.message.encode())
         answer.headers += exc.headers
+        answer.headers += self._cors
         return answer
 
-    def body_too_large(self, target: bytes) -> Answer:
+    def body_too_large(self, target: bytes, headers: Headers = ()) -> Answer:
         """The answer to a request whose body is over :attr:`message_limit` (413)."""
         push = target.startswith(b"/push/")
         if push:
             self.hub.counters.push(413)
+            self._cors = self.hub.origins.cors(_origin(headers))
         return self.refusal(HTTPError(413, BODY_TOO_LARGE), json=push)
 
     @staticmethod
@@ -289,13 +307,17 @@ class ClientSession:
         headers: Headers,
         upgrade: bool,
         handshake: Callable[[bytes], bytes] | None,
+        extended_connect: bool,
     ) -> None:
         """Open a WebSocket: join ``raw_channel``, or (None) the opt-in ``/echo`` endpoint."""
         if method != b"GET":
             raise _method_not_allowed(b"GET")
         if not upgrade:
             raise self.upgrade_required()
-        key = _upgrade_key(headers)
+        # HTTP/1.1's upgrade headers; an extended CONNECT has none (its server checked it).
+        key = b"" if extended_connect else _upgrade_key(headers)
+        if not self.hub.origins.allows(_origin(headers)):
+            raise HTTPError(403, ORIGIN_NOT_ALLOWED)
         greeting = handshake(key) if handshake is not None else b""
         channel = parse_channel(raw_channel) if raw_channel is not None else None
         if channel is not None:
@@ -331,6 +353,8 @@ class ClientSession:
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer | None:
         if method != b"POST":
             raise _method_not_allowed(b"POST")
+        if not self.hub.origins.allows(_origin(headers)):
+            raise HTTPError(403, ORIGIN_NOT_ALLOWED)  # a page may not push, even where it need not read
         channel = parse_channel(raw_channel)
         key = next((value for name, value in headers if name == b"x-send-key"), None)
         if len(body) > self.message_limit:
@@ -344,14 +368,18 @@ class ClientSession:
             self.pending = True
             return None
         self.hub.counters.push(200)
-        return _pushed(reached)
+        return self._pushed(reached)
+
+    def _pushed(self, recipients: int) -> Answer:
+        body = msgspec.json.encode({"ok": True, "recipients": recipients})
+        return _answer(200, body, APPLICATION_JSON, cors=self._cors)
 
     def pushed(self, recipients: int) -> None:
         """The cluster delivered the pending push (the :class:`~relaycore.PushWaiter` side)."""
         self.pending = False
         self.hub.counters.push(200)
         if not self.gone:
-            self._transport.session_answered(_pushed(recipients))
+            self._transport.session_answered(self._pushed(recipients))
 
     def push_failed(self, error: HTTPError) -> None:
         """The cluster could not make the pending push."""
@@ -370,10 +398,10 @@ class ClientSession:
     def _plain(self, method: bytes, path: bytes, headers: Headers, upgrade: bool) -> Answer:
         hub = self.hub
         if path == b"/version" and method in (b"GET", b"HEAD"):
-            return _answer(200, f"relaycore {__version__}\n".encode())
+            return _answer(200, f"relaycore {__version__}\n".encode(), cors=self._cors)
         if path == b"/health" and method in (b"GET", b"HEAD"):
             health = {"status": "ok", "version": __version__, **hub.health()}
-            return _answer(200, msgspec.json.encode(health), APPLICATION_JSON)
+            return _answer(200, msgspec.json.encode(health), APPLICATION_JSON, cors=self._cors)
         if self.routes is not None and not upgrade and not _relay_path(path):
             answer = self.routes(method, path, headers)
             if answer is not None:
@@ -475,6 +503,14 @@ def message_size(data: str | bytes, room: int) -> int:
     if isinstance(data, bytes) or data.isascii() or len(data) > room:
         return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
     return len(data.encode())
+
+
+def _origin(headers: Headers) -> bytes | None:
+    """The request's ``Origin`` header (None: no page sent it)."""
+    for name, value in headers:
+        if name == b"origin":
+            return bytes(value)
+    return None
 
 
 def _upgrade_key(headers: Headers) -> bytes:

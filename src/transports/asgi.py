@@ -31,13 +31,14 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import anyio
 
 from relaycore import Answer, ClientSession, Clock, Config, Hub, MessageOutbox, UidSource
 
+from ._backend import event_class
 from ._clock import SystemClock, secure_uids
 from ._cluster import cluster_driver, cluster_hub
 from ._routes import door_routes
@@ -65,30 +66,6 @@ def _text(payload: bytes) -> str:
     return text
 
 
-class _Event(Protocol):
-    def set(self) -> None: ...
-
-    async def wait(self) -> Any: ...
-
-
-def _event_factory() -> Callable[[], _Event]:
-    """The event loop's own event class: a writer waits on one per idle spell, and
-    ``anyio.Event()`` looks the loop up on every creation, which a paced broadcast to a
-    thousand members pays a thousand times per message."""
-    import sniffio
-
-    library = sniffio.current_async_library()
-    if library == "asyncio":
-        import asyncio
-
-        return asyncio.Event
-    if library == "trio":
-        import trio
-
-        return trio.Event
-    return anyio.Event
-
-
 class _Link:
     """One WebSocket connection's side of the app: its outbox, its writer's wake-up, its close."""
 
@@ -97,7 +74,7 @@ class _Link:
     def __init__(self, outbox: MessageOutbox) -> None:
         self.outbox = outbox
         #: The event the writer waits on while it has nothing to send (None while it sends).
-        self.idle: _Event | None = None
+        self.idle: Any = None
         #: The close the session decided, once it did.
         self.close: tuple[int, str] | None = None
         self.closing = anyio.Event()
@@ -205,7 +182,7 @@ class RelayApp:
                 return
             body += message.get("body", b"")
             if len(body) > session.message_limit:
-                answer = session.body_too_large(target)
+                answer = session.body_too_large(target, scope["headers"])
                 break
             if not message.get("more_body", False):
                 break
@@ -217,7 +194,9 @@ class RelayApp:
                     answer = await waiting.answer()
                 if answer is None:
                     answer = session.push_timed_out()
-        headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+        headers = answer.headers
+        if answer.status != 204:  # No Content has no length (RFC 9110, 8.6)
+            headers = [*headers, (b"content-length", str(len(answer.body)).encode())]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == b"HEAD" else answer.body})
 
@@ -233,7 +212,10 @@ class RelayApp:
         client = self._client(scope)
         # /echo exercises the native server's framing; behind ASGI the server frames.
         session = link.session = ClientSession(self.hub, outbox, link, client=client, echo_endpoint=False)
-        answer = session.request(b"GET", self._target(scope), scope["headers"], upgrade=True)
+        # Over HTTP/2 (and 3) the WebSocket came as an extended CONNECT (RFC 8441), which the
+        # server checked: there are no HTTP/1.1 upgrade headers to check.
+        connect = scope.get("http_version", "1.1") not in ("1.0", "1.1")
+        answer = session.request(b"GET", self._target(scope), scope["headers"], upgrade=True, extended_connect=connect)
         self.flush()
         if answer is None and session.pending:
             with anyio.move_on_after(self.hub.config.limits.handshake_timeout):
@@ -309,7 +291,7 @@ class RelayApp:
     async def _write(self, link: _Link, send: Send) -> None:
         """The one writer of a connection: everything queued at each wake, then the close."""
         outbox = link.outbox
-        new_event = _event_factory()
+        new_event = event_class()
         try:
             while True:
                 if not outbox and link.close is None:
@@ -422,7 +404,7 @@ class _PlainHTTP:
 
     async def answer(self) -> Answer:
         if self._answer is None:
-            self._event = _event_factory()()
+            self._event = event_class()()
             await self._event.wait()
         assert self._answer is not None
         return self._answer

@@ -49,6 +49,7 @@ import anyio.abc
 
 from relaycore import Clock, Config, Connection, Hub, RelayUsageError, State, UidSource
 
+from ._backend import running_asyncio_loop
 from ._clock import SystemClock, secure_uids
 from ._cluster import cluster_driver, cluster_hub
 from ._routes import door_routes
@@ -274,7 +275,7 @@ class RelayServer:
         if fileno is None:  # select()/poll() selectors have no descriptor to wait on
             raise RuntimeError("the native server needs epoll, kqueue or /dev/poll")
         fd = fileno()
-        loop = _running_asyncio_loop()
+        loop = running_asyncio_loop()
         if loop is not None:
             await self._poll_asyncio(loop, fd)
             return
@@ -353,6 +354,11 @@ class RelayServer:
                     self._close(peer)
             if self._accept_paused_until and now >= self._accept_paused_until:
                 self._resume_accepting()
+            elif self._starved_since is not None and not self._accept_paused_until:
+                # Accepting again, and no new connection may come to find out whether anyone
+                # still waits: ask (an empty backlog ends the shortage, see _fed).
+                for listener in self._listeners:
+                    self._accept(listener)
             self.hub.tick(now)
             self._flush()
 
@@ -766,21 +772,3 @@ def _bind(host: str | Sequence[str], port: int, *, reuse_port: bool = False) -> 
 def _address(sock: socket.socket) -> tuple[str, int]:
     name: Any = sock.getsockname()
     return str(name[0]), int(name[1])
-
-
-def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The asyncio loop running this task, or None on another backend (trio)."""
-    try:
-        import sniffio
-    except ModuleNotFoundError:  # without sniffio, anyio itself can only be on asyncio
-        pass
-    else:
-        try:
-            if sniffio.current_async_library() != "asyncio":
-                return None
-        except sniffio.AsyncLibraryNotFoundError:
-            return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
