@@ -8,6 +8,7 @@ hypercorn on asyncio and on trio (``tests/transports/doors.py`` says how each is
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -145,9 +146,21 @@ def ws_url(server: Any, path: str, host: str = "127.0.0.1") -> str:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: long-running network tests")
+    config.addinivalue_line("markers", "soak: a long soak or benchmark run, only with RELAYCORE_SOAK=1")
     config.addinivalue_line("markers", "doors(*names): run the module's (or test's) relay tests on these front doors")
     config.addinivalue_line("markers", "door_xfail(*names, reason): a strict xfail on these doors")
     config.addinivalue_line("markers", "door_skip(*names, reason): skip on these doors")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soaks (``@pytest.mark.soak``) run only with ``RELAYCORE_SOAK=1``; otherwise they are
+    deselected (counted as such in the summary), which keeps the default suite short."""
+    if os.environ.get("RELAYCORE_SOAK") == "1":
+        return
+    soaks = [item for item in items if item.get_closest_marker("soak") is not None]
+    if soaks:
+        config.hook.pytest_deselected(items=soaks)
+        items[:] = [item for item in items if item.get_closest_marker("soak") is None]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

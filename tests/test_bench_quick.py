@@ -23,6 +23,7 @@ RELAYCORE = [peer for peer in PEERS if peer.startswith("relaycore-")]
 STEPS = {"fanout-20", "stalled", "latency", "channels", "connrate", "memory"}
 
 
+@pytest.mark.soak  # about a minute: RELAYCORE_SOAK=1
 def test_quick_benchmark_runs_every_peer_and_scenario(tmp_path: Path) -> None:
     pytest.importorskip("picows", reason="the picows reference relay needs picows (pip install -e '.[test]')")
     pytest.importorskip("uvicorn", reason="the ASGI peers run under uvicorn (pip install -e '.[test]')")

@@ -978,6 +978,7 @@ class Swarm:
         self.selector.close()
 
 
+@pytest.mark.soak  # about 40 s a backend: RELAYCORE_SOAK=1
 async def test_fifteen_thousand_connections_come_and_go_and_the_relay_stays_flat(
     anyio_backend: str, tmp_path: Path
 ) -> None:
