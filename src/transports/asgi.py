@@ -244,6 +244,13 @@ class RelayApp:
             if self.hub.closing:
                 session.shutdown()
             await send({"type": "websocket.accept"})  # a server that fails here: leave too
+            if _dropped_by_server(send):
+                log.info(
+                    "connection from %s dropped by the server before it opened",
+                    session.client,
+                    extra=_fields(session, "connection.dropped"),
+                )
+                return  # the member leaves: nobody will ever hear of this connection again
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, link, send)
                 tg.start_soon(self._watch, link, tg.cancel_scope)
@@ -365,6 +372,20 @@ class RelayApp:
         with anyio.move_on_after(self.hub.config.server.shutdown_grace):
             for link in links:
                 await link.done.wait()
+
+
+def _dropped_by_server(send: Send) -> bool:
+    """Whether the server already ended this WebSocket without telling the app.
+
+    hypercorn (0.17 and 0.18 at least) answers an upgrade request that has WebSocket frames
+    right behind it with its own 400, before the app could accept, and marks its stream
+    closed: from then on it drops the app's sends, and never sends ``websocket.disconnect``
+    (the client is long gone). The member the relay admitted would stay in its channel for
+    good, counted by everyone. The one trace is the flag on the stream whose method ``send``
+    is; a server without it (uvicorn, a framework's wrapper) gives False. See
+    docs/embedding.md, "What each server does on its own".
+    """
+    return getattr(getattr(send, "__self__", None), "closed", False) is True
 
 
 def _fields(session: ClientSession, event: str) -> dict[str, Any]:
