@@ -36,7 +36,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -270,14 +270,17 @@ async def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @asynccontextmanager
-async def chromium(profile: Path) -> AsyncIterator[Browser]:
-    """Headless Chromium with a fresh profile in ``profile`` (its log beside it), for the block."""
+async def chromium(profile: Path, *, flags: Sequence[str] = ()) -> AsyncIterator[Browser]:
+    """Headless Chromium with a fresh profile in ``profile`` (its log beside it), for the block.
+
+    ``flags``: more command-line switches, after the usual ones (a certificate to trust).
+    """
     binary = chromium_binary()
     profile.mkdir(parents=True, exist_ok=True)
     log_path = profile.with_suffix(".log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [binary, *FLAGS, *flags, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
