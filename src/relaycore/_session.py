@@ -527,7 +527,9 @@ def _upgrade_key(headers: Headers) -> bytes:
         raise ClientSession.upgrade_required()
     tokens = {t.strip().lower() for t in joined.get(b"connection", b"").split(b",")}
     if b"upgrade" not in tokens:
-        raise HTTPError(400, "Connection header must include Upgrade.")
+        # An Upgrade header means nothing without the connection option (RFC 9110, 7.8):
+        # a plain GET, as every ASGI server takes it too.
+        raise ClientSession.upgrade_required()
     if joined.get(b"sec-websocket-version", b"").strip() != b"13":
         raise HTTPError(426, "Unsupported WebSocket version.", [(b"sec-websocket-version", b"13")])
     key = joined.get(b"sec-websocket-key", b"").strip()

@@ -94,6 +94,16 @@ async def say(page: Page, text: str) -> None:
     await page.press_enter()
 
 
+async def wait_for_list(page: Page, selector: str, expected: list[str], what: str) -> None:
+    """Wait until the texts of ``selector`` are exactly ``expected``, in order (the page
+    updates as frames arrive: a list read once may not be there yet)."""
+    try:
+        wanted = json.dumps(expected, separators=(",", ":"), ensure_ascii=False)  # as JSON.stringify writes it
+        await page.wait_for(f"JSON.stringify({texts(selector)}) === {json.dumps(wanted)}", what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the list is {await page.evaluate(texts(selector))}") from None
+
+
 def save_screenshot(png: bytes, tmp_path: Path) -> Path:
     path = tmp_path / "chat.png"
     path.write_bytes(png)
@@ -124,8 +134,8 @@ async def test_join_chat_direct_message_leave(tmp_path: Path) -> None:
             # Who's here: each lists the others (and themselves, marked).
             await wait_for_text(ann, "#members li", "Bob", "Bob in Ann's list")
             await wait_for_text(ann, "#members li", "Carol", "Carol in Ann's list")
-            assert await ann.evaluate(texts("#members li")) == ["Ann (you)", "Bob", "Carol"]
-            assert await bob.evaluate(texts("#members li")) == ["Ann", "Bob (you)", "Carol"]
+            await wait_for_list(ann, "#members li", ["Ann (you)", "Bob", "Carol"], "Ann's list")
+            await wait_for_list(bob, "#members li", ["Ann", "Bob (you)", "Carol"], "Bob's list")
             await wait_for_text(ann, "#log .system", "Bob joined.", "Bob's join line on Ann's page")
 
             # A chat line from Ann reaches Bob (and Carol), with her name on it.
@@ -157,7 +167,7 @@ async def test_join_chat_direct_message_leave(tmp_path: Path) -> None:
             # Bob closes his page: Ann sees him leave, and he is no longer listed.
             await bob.close()
             await wait_for_text(ann, "#log .system", "Bob left.", "Bob's leave line on Ann's page")
-            assert await ann.evaluate(texts("#members li")) == ["Ann (you)", "Carol"]
+            await wait_for_list(ann, "#members li", ["Ann (you)", "Carol"], "Ann's list without Bob")
             assert not any("can anyone hear me?" in line for line in await ann.evaluate(texts("#log li")))
 
             save_screenshot(await ann.screenshot(), tmp_path)

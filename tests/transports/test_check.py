@@ -213,10 +213,19 @@ def test_the_table_and_json_formats() -> None:
     assert report["results"][1]["frames"] == ["A > a 200 KiB message", "A < [close 1000 '']"]
 
 
-def test_without_a_namespace_the_keyed_checks_skip() -> None:
-    skipped = {c.name for c in CHECKS if c.needs}
-    assert {"5.push-200", "5.push-400", "5.push-413", "3.1.push-envelope", "6.reserved-join-key"} <= skipped
-    assert "5.push-403" not in skipped and "5.push-405" not in skipped
+@pytest.mark.anyio
+async def test_without_a_namespace_the_keyed_checks_skip_and_the_others_run() -> None:
+    """A run with no ``--namespace``: what needs the keys is skipped, saying so; the rest passes."""
+    async with running(KEYED) as server:
+        with anyio.fail_after(RUN_TIMEOUT):
+            results = await run_checks(Settings(url=f"ws://127.0.0.1:{server.port}"))
+    found = by_status(results)
+    assert not found["FAIL"], failures(results)
+    assert {"5.push-200", "5.push-400", "5.push-413", "3.1.push-envelope", "6.reserved-join-key"} <= found["SKIP"]
+    assert {"5.push-403", "5.push-405", "2.echo", "6.first-joiner-join-key"} <= found["PASS"]
+    for result in results:
+        if result.status == "SKIP":
+            assert "namespace" in result.detail or "key" in result.detail, result
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

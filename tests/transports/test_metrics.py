@@ -61,11 +61,16 @@ async def scrape(relay: Relay, headers: str = "") -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample ``name{labels}``, which must be in the scrape (a renamed or unexported
+    metric fails here rather than reading as 0)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"no sample {name}{labels or ''} in the scrape; it has {sorted({k[0] for k in samples})}"
+    return samples[key]
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
+    """How much ``name{labels}`` grew; it may be new since ``before``, but must be in ``after``."""
+    return value(after, name, **labels) - before.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def counted(before: Samples, after: Samples, prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
