@@ -25,7 +25,7 @@ PUBLIC = {
         "ClusterConfig", "ClusterHub", "Config", "ConfigError", "Connection", "Counters", "HTTPError", "Headers",
         "Hub", "JoinOptions", "JoinRequest", "JoiningSession", "LimitsConfig", "LocalBackplane", "Member",
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
-        "RelayUsageError", "Routes", "ServerConfig", "Session", "SessionTransport", "State", "Tally", "UidSource",
+        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "Session", "SessionTransport", "State", "Tally", "UidSource",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [
@@ -39,7 +39,7 @@ PUBLIC = {
     "transports.asgi": ["RelayApp", "app", "create_app"],
     "transports.server": ["RelayServer"],
     "transports.client": [
-        "Channel", "ChannelClosed", "ChannelState", "ClientError", "Close", "Error", "Event", "Join", "Leave",
+        "ArgumentError", "Channel", "ChannelClosed", "ChannelState", "ClientError", "Close", "Error", "Event", "Join", "Leave",
         "Message", "ProtocolError", "Reconnect", "Refused", "UsageError", "User", "connect", "http_push", "push",
     ],
     "transports.check": [
@@ -138,3 +138,15 @@ def test_the_logger_names_are_the_documented_ones() -> None:
         logger = getattr(module, "log", None)
         assert isinstance(logger, logging.Logger), module.__name__
         assert logger.name in LOGGERS, f"{module.__name__} logs as {logger.name!r}"
+
+
+def test_one_error_family_in_the_core_and_one_in_the_client() -> None:
+    import relaycore
+    import transports.client as client
+
+    for name in ("ConfigError", "HTTPError", "RelayUsageError", "RelayValueError"):
+        assert issubclass(getattr(relaycore, name), relaycore.RelayError), name
+    assert issubclass(relaycore.ConfigError, ValueError) and issubclass(relaycore.RelayValueError, ValueError)
+    for name in ("ArgumentError", "ChannelClosed", "ProtocolError", "Refused", "UsageError"):
+        assert issubclass(getattr(client, name), client.ClientError), name
+    assert issubclass(client.ArgumentError, ValueError)

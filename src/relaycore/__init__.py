@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from ._backplane import Backplane, JoinRequest, LocalBackplane
 from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
-from ._config import ClusterConfig, Config, ConfigError, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
+from ._config import ClusterConfig, Config, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
-from ._errors import HTTPError, RelayUsageError
+from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
 from ._hub import Channel, Clock, Hub, JoiningSession, Member, PushWaiter, Session, UidSource
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
@@ -53,7 +53,9 @@ __all__ = [
     "NamespaceTable",
     "Outbox",
     "PushWaiter",
+    "RelayError",
     "RelayUsageError",
+    "RelayValueError",
     "Routes",
     "ServerConfig",
     "Session",

@@ -49,7 +49,7 @@ import msgspec
 from ._backplane import JoinRequest
 from ._cluster_scripts import SCRIPTS, channel_keys, key_digest, node_keys
 from ._config import Config
-from ._errors import HTTPError
+from ._errors import HTTPError, RelayUsageError
 from ._hub import (
     CLUSTER_UNAVAILABLE,
     JOIN_KEY_REQUIRED,
@@ -414,7 +414,7 @@ class ClusterHub(Hub):
             uid = self._uids()
             if uid not in replica.members and replica.pending_uid(uid) is None:
                 return uid
-        raise RuntimeError("the uid source keeps repeating itself")
+        raise RelayUsageError("the uid source keeps repeating itself")
 
     def _may_send(self, replica: Replica, pending: Pending) -> bool:
         """The send-key decision for a join Redis admitted, from the channel's key digests."""

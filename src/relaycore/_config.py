@@ -16,16 +16,13 @@ from typing import Any
 
 import msgspec
 
+from ._errors import ConfigError
 from ._limits import FORWARDED_HEADERS, TrustedProxies
 from ._origins import Origins
 
 __all__ = ["Config", "ConfigError", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
 
 ENV_PREFIX = "RELAYCORE_"
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the bad key."""
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -25,7 +25,7 @@ from wsproto.events import (
 
 from ._config import Config, LimitsConfig
 from ._connection import Connection
-from ._errors import HTTPError, RelayUsageError
+from ._errors import HTTPError, RelayUsageError, RelayValueError
 from ._hub import Hub, Member
 from ._outbox import MessageOutbox
 from ._session import Answer, ClientSession
@@ -63,7 +63,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward."""
         if seconds < 0:
-            raise ValueError("time only moves forward")
+            raise RelayValueError("time only moves forward")
         self._now += seconds
 
 
@@ -252,7 +252,7 @@ class Harness:
         """Move time ``seconds`` forward, running every connection's timers as they fall due
         (in time order, then join order), then the hub's housekeeping."""
         if seconds < 0:
-            raise ValueError("time only moves forward")
+            raise RelayValueError("time only moves forward")
         clock = self.clock
         # To the microsecond, so that advancing 29.9 s then 0.1 s lands on a 30 s deadline.
         end = round(clock.monotonic() + seconds, 6)

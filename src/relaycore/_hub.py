@@ -489,7 +489,7 @@ class Hub:
             uid = self._uids()
             if uid not in channel.members:
                 return uid
-        raise RuntimeError("the uid source keeps repeating itself")
+        raise RelayUsageError("the uid source keeps repeating itself")
 
     def _presence_join(self, member: Member, with_users: bool, everyone: Collection[Present]) -> None:
         """The joiner's self-join and the others' join event. ``everyone`` is the channel's

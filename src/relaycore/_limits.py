@@ -14,6 +14,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
+from ._errors import RelayValueError
+
 __all__ = ["FORWARDED_HEADERS", "ClientLimiter", "TokenBucket", "TrustedProxies", "client_address"]
 
 #: The headers a proxy may name its client in; ``[server] forwarded_header`` picks one.
@@ -96,7 +98,7 @@ class TrustedProxies:
     def __init__(self, entries: Iterable[str], header: str = "x-forwarded-for") -> None:
         name = header.lower()
         if name not in FORWARDED_HEADERS:
-            raise ValueError(f"the header must be {' or '.join(map(repr, FORWARDED_HEADERS))}, not {header!r}")
+            raise RelayValueError(f"the header must be {' or '.join(map(repr, FORWARDED_HEADERS))}, not {header!r}")
         #: The header's name as h11 spells it (lower case).
         self.header = name.encode("ascii")
         self._networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ._errors import RelayValueError
+
 __all__ = ["ANY_ORIGIN", "CORS_MAX_AGE", "ORIGIN_NOT_ALLOWED", "Origins", "normalize_origin"]
 
 ANY_ORIGIN = "*"
@@ -53,9 +55,9 @@ def normalize_origin(text: str) -> str:
         parts = urlsplit(text.strip())
         port = parts.port
     except ValueError:
-        raise ValueError(f"{text!r} is not an origin (scheme://host[:port])") from None
+        raise RelayValueError(f"{text!r} is not an origin (scheme://host[:port])") from None
     if not parts.scheme or not parts.hostname or parts.path or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"{text!r} is not an origin (scheme://host[:port])")
+        raise RelayValueError(f"{text!r} is not an origin (scheme://host[:port])")
     scheme = parts.scheme.lower()
     host = parts.hostname.lower()
     if ":" in host:

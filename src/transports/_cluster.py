@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from relaycore import Clock, ClusterHub, Config, Hub, UidSource
+from relaycore import Clock, ClusterHub, Config, ConfigError, Hub, UidSource
 
 if TYPE_CHECKING:
     from .redis_backplane import RedisBackplane
@@ -28,7 +28,7 @@ def cluster_driver(hub: Hub, flush: Callable[[], None]) -> RedisBackplane | None
         return None
     url = hub.config.cluster.redis_url
     if not url:
-        raise ValueError("a ClusterHub needs `cluster.redis_url` in its config")
+        raise ConfigError("a ClusterHub needs `cluster.redis_url` in its config")
     from .redis_backplane import RedisBackplane
 
     return RedisBackplane(hub, url, flush)

@@ -61,7 +61,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relaycore.texts import BINARY_UNSUPPORTED, INVALID_JSON, INVALID_JSON_BODY, SEND_KEY_REQUIRED, user_not_found
-from transports.client import Channel, ClientError, Refused, connect
+from transports.client import ArgumentError, Channel, ClientError, Refused, connect
 from transports.client import Error as ErrorEvent
 from transports.client import Message as MessageEvent
 from transports.logs import fail
@@ -192,7 +192,7 @@ class Base(msgspec.Struct, frozen=True):
         parts = urlsplit(url)
         tls = {"ws": False, "http": False, "wss": True, "https": True}.get(parts.scheme.lower())
         if tls is None or not parts.hostname:
-            raise ValueError(f"need a ws://, wss://, http:// or https:// URL, not {url!r}")
+            raise ArgumentError(f"need a ws://, wss://, http:// or https:// URL, not {url!r}")
         port = parts.port or (443 if tls else 80)
         shown = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         header = shown if parts.port in (None, 443 if tls else 80) else f"{shown}:{port}"

@@ -153,14 +153,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         server = RelayServer(config)
-    except ConfigError as exc:  # a static_dir that is not a directory
+    except ConfigError as exc:  # a static_dir that is not a directory, a TLS key without its certificate
         fail(str(exc))
         return 2
     except (OSError, ssl.SSLError) as exc:
         fail(f"cannot load the TLS certificate: {exc}")
-        return 2
-    except ValueError as exc:  # a TLS key without its certificate
-        fail(str(exc))
         return 2
     try:
         server.bind(host, port, reuse_port=args.reuse_port)

@@ -64,6 +64,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "ArgumentError",
     "Channel",
     "ChannelClosed",
     "ChannelState",
@@ -135,6 +136,10 @@ class ProtocolError(ClientError):
 
 class UsageError(ClientError, RuntimeError):
     """The API was used in a way it does not allow (e.g. both ``on()`` and ``async for``)."""
+
+
+class ArgumentError(UsageError, ValueError):
+    """An argument the client cannot take: a URL that is no relay's, ``ssl=`` on ``ws://``."""
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def _address(url: str, what: str) -> tuple[_Address, str, str]:
     parts = urlsplit(url)
     tls = _SCHEMES.get(parts.scheme.lower())
     if tls is None or not parts.hostname:
-        raise ValueError(f"{what} needs a ws://, wss://, http:// or https:// URL, not {url!r}")
+        raise ArgumentError(f"{what} needs a ws://, wss://, http:// or https:// URL, not {url!r}")
     port = parts.port or (443 if tls else 80)
     shown = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     header = shown if parts.port in (None, 443 if tls else 80) else f"{shown}:{port}"
@@ -283,7 +288,7 @@ def _channel_address(url: str, options: dict[str, str | None]) -> tuple[_Address
     address, path, query = _address(url, "connect()")
     match = _CHANNEL_PATH.search(path)
     if match is None:
-        raise ValueError(f"connect() needs a channel URL such as ws://host:port/c/<channel>, not {url!r}")
+        raise ArgumentError(f"connect() needs a channel URL such as ws://host:port/c/<channel>, not {url!r}")
     given = {key: value for key, value in options.items() if value is not None}
     pairs = [(key, value) for key, value in parse_qsl(query, keep_blank_values=True) if key not in given]
     pairs += given.items()
@@ -296,10 +301,10 @@ def _channel_address(url: str, options: dict[str, str | None]) -> tuple[_Address
 def _tls_context(address: _Address, ssl: SSLContext | bool | None) -> SSLContext | None:
     if not address.tls:
         if isinstance(ssl, SSLContext) or ssl is True:
-            raise ValueError("ssl= is for wss:// and https:// URLs")
+            raise ArgumentError("ssl= is for wss:// and https:// URLs")
         return None
     if ssl is False:
-        raise ValueError("a wss:// or https:// URL needs TLS: ssl=False is not allowed")
+        raise ArgumentError("a wss:// or https:// URL needs TLS: ssl=False is not allowed")
     return ssl if isinstance(ssl, SSLContext) else create_default_context()
 
 
@@ -559,7 +564,7 @@ class Channel:
         text = msgspec.json.encode(value).decode()
         if to is not None:
             if not to or "\x1f" in to:
-                raise ValueError(f"not a uid: {to!r}")
+                raise ArgumentError(f"not a uid: {to!r}")
             text = f"\x1f{to}\x1f{text}"
         while True:
             while self._state is ChannelState.RECONNECTING:
@@ -604,7 +609,7 @@ class Channel:
         own. An exception in a handler closes the channel (1011) and leaves ``connect()`` with it.
         """
         if not kind:
-            raise ValueError("on() needs an event type or a payload type")
+            raise ArgumentError("on() needs an event type or a payload type")
         self._claim("handlers")
         if self._exited:
             raise UsageError("on() after the connect() block: the channel is closed")
@@ -643,7 +648,7 @@ class Channel:
 
     def _move(self, state: ChannelState) -> None:
         if state not in _NEXT[self._state]:
-            raise RuntimeError(f"channel state {self._state.value} -> {state.value}")  # a bug here
+            raise AssertionError(f"channel state {self._state.value} -> {state.value}")  # a bug here
         self._state = state
         if state is ChannelState.RECONNECTING:
             self._open = anyio.Event()
@@ -812,7 +817,7 @@ async def connect(
                 print(event)
     """
     if max_queue < 1 or max_message_bytes < 1 or reconnect_max_delay <= 0:
-        raise ValueError("max_queue and max_message_bytes must be at least 1, reconnect_max_delay above 0")
+        raise ArgumentError("max_queue and max_message_bytes must be at least 1, reconnect_max_delay above 0")
     options = {
         "alias": alias,
         "announce": _flag(announce),

@@ -47,7 +47,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from relaycore import Clock, Config, Connection, Hub, RelayUsageError, State, UidSource
+from relaycore import Clock, Config, ConfigError, Connection, Hub, RelayUsageError, State, UidSource
 
 from ._backend import running_asyncio_loop
 from ._clock import SystemClock, secure_uids
@@ -172,7 +172,7 @@ class RelayServer:
         self._stop: anyio.Event | None = None  # made inside the event loop, in serve()
         server = self.config.server
         if server.tls_keyfile and not server.tls_certfile:
-            raise ValueError("a TLS key needs a certificate: set tls_certfile too")
+            raise ConfigError("`server.tls_keyfile` needs a certificate: set `server.tls_certfile` too")
         if ssl_context is None and server.tls_certfile:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(server.tls_certfile, server.tls_keyfile or None)
@@ -273,7 +273,7 @@ class RelayServer:
         assert selector is not None
         fileno = getattr(selector, "fileno", None)
         if fileno is None:  # select()/poll() selectors have no descriptor to wait on
-            raise RuntimeError("the native server needs epoll, kqueue or /dev/poll")
+            raise RelayUsageError("the native server needs epoll, kqueue or /dev/poll")
         fd = fileno()
         loop = running_asyncio_loop()
         if loop is not None:
