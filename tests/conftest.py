@@ -9,9 +9,10 @@ hypercorn on asyncio and on trio (``tests/transports/doors.py`` says how each is
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -148,13 +149,20 @@ def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: long-running network tests")
     config.addinivalue_line("markers", "soak: a long soak or benchmark run, only with RELAYCORE_SOAK=1")
     config.addinivalue_line("markers", "doors(*names): run the module's (or test's) relay tests on these front doors")
-    config.addinivalue_line("markers", "door_xfail(*names, reason): a strict xfail on these doors")
+    config.addinivalue_line(
+        "markers",
+        "door_xfail(*names, raises, match, versions, reason): a strict xfail on these doors, for this "
+        "exception type and message (re.search), where the door's distribution is within versions "
+        "(tests/transports/doors.py, check_door_xfail)",
+    )
     config.addinivalue_line("markers", "door_skip(*names, reason): skip on these doors")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Soaks (``@pytest.mark.soak``) run only with ``RELAYCORE_SOAK=1``; otherwise they are
+    """Every xfail says what it expects (see :func:`_check_xfails`). Soaks
+    (``@pytest.mark.soak``) run only with ``RELAYCORE_SOAK=1``; otherwise they are
     deselected (counted as such in the summary), which keeps the default suite short."""
+    _check_xfails(items)
     if os.environ.get("RELAYCORE_SOAK") == "1":
         return
     soaks = [item for item in items if item.get_closest_marker("soak") is not None]
@@ -167,3 +175,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     doors = sys.modules.get("doors")
     if doors is not None:
         doors.POOL.close()
+
+
+# -- every xfail says what it expects ------------------------------------------------------------
+
+#: What an xfail must carry: ``door_xfail`` (tests/transports/doors.py) gives them all.
+XFAIL_NEEDS = ("raises", "match", "versions")
+
+
+def _check_xfails(items: list[pytest.Item]) -> None:
+    """No plain ``pytest.mark.xfail``: one accepts any failure, on any release. An expected
+    failure is a ``door_xfail`` with ``raises``, ``match`` and ``versions``."""
+    for item in items:
+        for mark in item.iter_markers("xfail"):
+            lacking = [keyword for keyword in XFAIL_NEEDS if keyword not in mark.kwargs]
+            if lacking:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: an xfail without {', '.join(f'{keyword}=' for keyword in lacking)}: "
+                    "say what is expected with door_xfail(*doors, raises=..., match=..., versions=..., reason=...)"
+                )
+
+
+def failure_message(exc: BaseException) -> str:
+    """The message an xfail's ``match`` is searched in: ``str()`` of the exception (for a
+    failed ``assert``, the test's own message, if any, then pytest's explanation)."""
+    return str(exc)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """An xfail (whose exception type pytest has checked, ``raises``) holds only if its
+    ``match`` is found in the failure's message; otherwise the test failed, for real."""
+    report = yield
+    if not (report.skipped and hasattr(report, "wasxfail") and call.excinfo is not None):
+        return report
+    if isinstance(call.excinfo.value, pytest.xfail.Exception):  # pytest.xfail() called by the test
+        return report
+    mark = item.get_closest_marker("xfail")  # the one pytest applied: ours have no condition
+    pattern = mark.kwargs.get("match") if mark is not None else None
+    if pattern is None:
+        return report
+    message = failure_message(call.excinfo.value)
+    if re.search(pattern, message) is None:
+        report.outcome = "failed"
+        del report.wasxfail
+        explanation = (
+            f"expected to fail ({mark.kwargs.get('reason', '')}) with a message matching {pattern!r}; "
+            f"failed otherwise, with {type(call.excinfo.value).__name__}: {message}"
+        )
+        if hasattr(report.longrepr, "addsection"):
+            report.longrepr.addsection("not the expected failure (door_xfail match)", explanation)
+        else:
+            report.sections.append(("not the expected failure (door_xfail match)", explanation))
+    return report

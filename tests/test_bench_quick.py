@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from prerequisites import require_module
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = [
     "relaycore-asyncio",
@@ -25,9 +27,9 @@ STEPS = {"fanout-20", "stalled", "latency", "channels", "connrate", "memory"}
 
 @pytest.mark.soak  # about a minute: RELAYCORE_SOAK=1
 def test_quick_benchmark_runs_every_peer_and_scenario(tmp_path: Path) -> None:
-    pytest.importorskip("picows", reason="the picows reference relay needs picows (pip install -e '.[test]')")
-    pytest.importorskip("uvicorn", reason="the ASGI peers run under uvicorn (pip install -e '.[test]')")
-    pytest.importorskip("starlette", reason="the Starlette reference relay needs starlette")
+    require_module("picows", "the picows reference relay needs it: pip install -e '.[test]'")
+    require_module("uvicorn", "the ASGI peers run under it: pip install -e '.[test]'")
+    require_module("starlette", "the Starlette reference relay needs it: pip install -e '.[bench]'")
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path)],
         capture_output=True,

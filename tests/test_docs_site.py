@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from prerequisites import require
+
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "griffe")
 
@@ -46,12 +48,7 @@ def _missing() -> list[str]:
 
 def _require_docs_tools() -> None:
     missing = _missing()
-    if not missing:
-        return
-    reason = f"the docs extra is not installed (no {', '.join(missing)}): pip install -e '.[docs]'"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must build the documentation site")
-    pytest.skip(reason)
+    require(not missing, f"the docs extra is not installed (no {', '.join(missing)})", "pip install -e '.[docs]'")
 
 
 @pytest.fixture(scope="module")

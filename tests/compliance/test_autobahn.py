@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("kosoku", reason="the Autobahn case runner `kosoku` is not installed")
+from prerequisites import require_module
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "autobahn.toml"
@@ -248,8 +248,9 @@ def _summary(config: pytest.Config) -> _Summary:
 def test_autobahn_cases_1_to_10(
     backend: str, tmp_path: Path, record_property: Any, pytestconfig: pytest.Config
 ) -> None:
+    require_module("kosoku", "the Autobahn case runner: pip install -e '.[test]'")
     if backend == "trio":
-        pytest.importorskip("trio")
+        require_module("trio", "pip install -e '.[test]'")
     outdir = tmp_path / "reports"
     server_log = tmp_path / "server.log"
     started = time.monotonic()

@@ -14,7 +14,13 @@ the ``door`` fixture then runs once per door (see ``tests/conftest.py``)::
     pytestmark = [pytest.mark.anyio, pytest.mark.doors]
 
     @pytest.mark.doors(*NATIVE_DOORS)                       # this test: native doors only
-    @pytest.mark.door_xfail(*ASGI_DOORS, reason="...")     # a known gap, strict
+    @pytest.mark.door_xfail(                                # a known gap, strict: it fails
+        *HYPERCORN_DOORS,
+        raises=AssertionError,                              # with this exception,
+        match=r"(?m)^assert 400 == 403$",                   # whose message has this (re.search),
+        versions={"hypercorn": ">=0.18"},                   # on these releases (then it must pass)
+        reason="... (checked on hypercorn 0.18.0)",
+    )
     @pytest.mark.door_skip("uvicorn", reason="...")         # cannot even be tried
 
 The clients of a test run on the door's client backend: the native doors' own backend,
@@ -38,8 +44,10 @@ import atexit
 import base64
 import contextlib
 import http.client
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,7 +57,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,9 +65,12 @@ from typing import Any, Protocol
 import anyio
 import msgspec
 import pytest
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 from rawws import RawPeer
 from wsclient import Client, Closed
 
+from prerequisites import require
 from relaycore import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +79,10 @@ NATIVE_DOORS = ("native-asyncio", "native-trio")
 ASGI_DOORS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
 DOORS = NATIVE_DOORS + ASGI_DOORS
 HYPERCORN_DOORS = ("hypercorn-asyncio", "hypercorn-trio")
+
+#: The distribution whose release decides how a server process door behaves (the
+#: ``versions`` of a ``door_xfail``); the native doors are the relay's own code.
+DISTRIBUTIONS = {"uvicorn": "uvicorn", "hypercorn-asyncio": "hypercorn", "hypercorn-trio": "hypercorn"}
 
 ASGI_APP = "transports.asgi:app"
 
@@ -148,6 +163,19 @@ async def raw_peer(port: int, host: str = "127.0.0.1", *, rcvbuf: int | None = N
         yield peer
     finally:
         await peer.aclose()
+
+
+@contextlib.contextmanager
+def timeout_says(what: str) -> Iterator[None]:
+    """Give a bare ``TimeoutError`` out of the block the message ``what`` (what did not come
+    in time), so that a failure says which wait ran out: a ``door_xfail`` ``match`` tells one
+    timeout of a test from another by it. A TimeoutError with a message of its own passes."""
+    try:
+        yield
+    except TimeoutError as exc:
+        if str(exc):
+            raise
+        raise TimeoutError(what) from exc
 
 
 async def close_of(client: Client, timeout: float = 5.0) -> tuple[int | None, str]:
@@ -484,14 +512,18 @@ SCENARIO_STEPS = [
 ]
 
 
-def node_or_skip() -> str:
-    """The ``node`` executable, or skip the test when Node.js or the npm packages are missing."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not on PATH: the itty-sockets client test needs Node.js")
+def require_node() -> str:
+    """The ``node`` executable, once Node.js and the npm packages are there; otherwise the
+    test is skipped, or under CI fails (:func:`prerequisites.require`)."""
+    node = require(
+        shutil.which("node"), "node is not on PATH: the itty-sockets client test needs Node.js", "install Node.js"
+    )
     for package in ("itty-sockets", "ws"):
-        if not (JS_DIR / "node_modules" / package).is_dir():
-            pytest.skip(f"tests/js/node_modules/{package} is missing: run `npm install` in tests/js")
+        require(
+            (JS_DIR / "node_modules" / package).is_dir(),
+            f"tests/js/node_modules/{package} is missing",
+            "run `npm ci --prefix tests/js`",
+        )
     return node
 
 
@@ -524,26 +556,112 @@ def run_scenario(node: str, base: str, prefix: str, env: dict[str, str] | None, 
 
 # -- parametrisation (used by pytest_generate_tests in tests/conftest.py) ----------------------
 
+#: What every ``door_xfail`` must say, besides the doors.
+XFAIL_KEYWORDS = ("raises", "match", "versions", "reason")
+
 
 def door_params(node: pytest.Item, *, with_backend: bool) -> list[Any]:
     """One ``pytest.param`` per door the test runs on, with its xfail and skip marks.
 
     The doors come from the closest ``doors`` marker (none named: every door); each
-    ``door_xfail`` / ``door_skip`` marker names doors and gives the reason.
+    ``door_skip`` marker names doors and gives the reason. Each ``door_xfail`` marker names
+    doors and says what is expected of them (:func:`check_door_xfail`): a strict xfail on a
+    door where the installed release of the door's distribution is within ``versions`` (and
+    any other distribution named there too); elsewhere none, and the test must pass.
     """
     marker = node.get_closest_marker("doors")
     names = tuple(marker.args) if marker is not None and marker.args else DOORS
     unknown = [name for name in names if name not in DOORS]
     assert not unknown, f"{node.nodeid}: unknown doors {unknown}"
+    expectations = list(node.iter_markers("door_xfail"))
+    for xfail in expectations:
+        check_door_xfail(node.nodeid, xfail)
     params = []
     for door in names:
         marks: list[Any] = []
-        for xfail in node.iter_markers("door_xfail"):
-            if door in xfail.args:
-                marks.append(pytest.mark.xfail(strict=True, reason=f"{door}: {xfail.kwargs['reason']}"))
+        mine = [xfail for xfail in expectations if door in xfail.args]
+        assert len(mine) <= 1, f"{node.nodeid}: {len(mine)} door_xfail markers name {door}; one says it all"
+        for xfail in mine:
+            held = _versions_hold(door, xfail.kwargs["versions"])
+            if held is not None:
+                marks.append(
+                    pytest.mark.xfail(
+                        strict=True,
+                        raises=xfail.kwargs["raises"],
+                        match=xfail.kwargs["match"],
+                        versions=xfail.kwargs["versions"],
+                        reason=f"{door}: {xfail.kwargs['reason']} [{held}]",
+                    )
+                )
         for skip in node.iter_markers("door_skip"):
             if door in skip.args:
                 marks.append(pytest.mark.skip(reason=f"{door}: {skip.kwargs['reason']}"))
         values = (door, client_backend(door)) if with_backend else (door,)
         params.append(pytest.param(*values, id=door, marks=marks))
     return params
+
+
+def check_door_xfail(nodeid: str, xfail: pytest.Mark) -> None:
+    """A ``door_xfail`` says what it expects, or the test is not collected:
+
+    - ``raises``: the exception type (or tuple of types) the test fails with;
+    - ``match``: a regular expression that must be found (``re.search``) in the failure's
+      message, ``str()`` of the exception (for an ``assert``, pytest's explanation after any
+      message of the test's own); a failure of another type, or whose message does not match,
+      is a failure (tests/conftest.py, ``pytest_runtest_makereport``);
+    - ``versions``: distribution name to PEP 440 specifier, the releases the expectation
+      holds for: every server process door named needs its own (:data:`DISTRIBUTIONS`);
+      other distributions count for every door named;
+    - ``reason``: why, and on which release it was last seen (``checked on hypercorn 0.18.0``).
+    """
+    where = f"{nodeid}: door_xfail{xfail.args}"
+    lacking = [keyword for keyword in XFAIL_KEYWORDS if keyword not in xfail.kwargs]
+    assert not lacking, f"{where} must also say {', '.join(f'{keyword}=' for keyword in lacking)} (check_door_xfail)"
+    extra = set(xfail.kwargs) - set(XFAIL_KEYWORDS)
+    assert not extra, f"{where}: unknown keywords {sorted(extra)}"
+    assert xfail.args, f"{where} names no door"
+    unknown = [name for name in xfail.args if name not in DOORS]
+    assert not unknown, f"{where}: unknown doors {unknown}"
+    raises, match, versions, reason = (xfail.kwargs[keyword] for keyword in XFAIL_KEYWORDS)
+    types = raises if isinstance(raises, tuple) else (raises,)
+    assert types and all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in types), (
+        f"{where}: raises={raises!r} is not an exception type (or a tuple of them)"
+    )
+    assert isinstance(match, str) and match, f"{where}: match= must be a non-empty regular expression"
+    try:
+        re.compile(match)
+    except re.error as exc:
+        raise AssertionError(f"{where}: match={match!r} is not a regular expression: {exc}") from None
+    assert isinstance(reason, str) and reason, f"{where}: reason= must say why"
+    assert isinstance(versions, dict) and versions, f"{where}: versions= must map distributions to specifiers"
+    for distribution, specifier in versions.items():
+        try:
+            SpecifierSet(specifier)
+        except (InvalidSpecifier, TypeError):
+            raise AssertionError(f"{where}: versions[{distribution!r}] = {specifier!r} is not a specifier") from None
+        try:
+            importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            raise AssertionError(f"{where}: versions names {distribution!r}, which is not installed") from None
+    for door in xfail.args:
+        own = DISTRIBUTIONS.get(door)
+        assert own is None or own in versions, f"{where}: versions= must give the releases of {own!r} for {door}"
+        assert _relevant(door, versions), f"{where}: versions= names no distribution that decides {door}"
+
+
+def _relevant(door: str, versions: dict[str, str]) -> list[str]:
+    """The distributions of ``versions`` that decide ``door``: its own, and those of no door."""
+    doors_own = set(DISTRIBUTIONS.values())
+    return [name for name in versions if name == DISTRIBUTIONS.get(door) or name not in doors_own]
+
+
+def _versions_hold(door: str, versions: dict[str, str]) -> str | None:
+    """Whether the installed releases of the distributions deciding ``door`` are all within
+    ``versions``: if so, what they are (for the xfail's reason), else None."""
+    seen = []
+    for name in _relevant(door, versions):
+        installed = importlib.metadata.version(name)
+        if not SpecifierSet(versions[name]).contains(Version(installed), prereleases=True):
+            return None
+        seen.append(f"{name} {installed}, expected to fail on {versions[name]}")
+    return "; ".join(seen)

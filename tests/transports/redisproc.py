@@ -25,21 +25,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import pytest
+
+from prerequisites import require
 
 START_TIMEOUT = 10.0
 
 
 def redis_binary() -> str:
-    """The path of ``redis-server``; the test is skipped (locally) or fails (CI) without it."""
+    """The path of ``redis-server``; the test is skipped (locally) or fails (CI) without it
+    (:func:`prerequisites.require`)."""
     packaged = "/usr/bin/redis-server"
-    found = shutil.which("redis-server") or (packaged if os.path.exists(packaged) else None)
-    if found is None:
-        message = "redis-server is not installed (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return require(
+        shutil.which("redis-server") or (packaged if os.path.exists(packaged) else None),
+        "redis-server is not installed",
+        "apt-get install -y redis-server",
+    )
 
 
 def free_port() -> int:

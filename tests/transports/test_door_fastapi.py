@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from doors import POOL, REPO, SCENARIO_CONFIG, DoorProcess, node_or_skip, run_scenario
+from doors import POOL, REPO, SCENARIO_CONFIG, DoorProcess, require_node, run_scenario
 from rawws import http, post
 from wsclient import clients, recv_json
 
@@ -78,7 +78,7 @@ async def test_the_application_route_and_the_relay_endpoints_answer(mounted: Doo
 
 
 def test_the_stock_itty_sockets_client_under_the_mount_point(door: str, tmp_path: Path) -> None:
-    node = node_or_skip()
+    node = require_node()
     process = serve_example(door)
     try:
         run_scenario(node, f"ws://127.0.0.1:{process.port}/relay", "itty-fastapi", None, process.log)

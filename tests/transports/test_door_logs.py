@@ -65,13 +65,18 @@ async def test_members_that_drop_during_a_broadcast_log_no_error(door: str) -> N
 
 @pytest.mark.door_xfail(
     "uvicorn",
-    reason="uvicorn logs 'ASGI callable returned without completing handshake.' at ERROR after every "
-    "refusal the app sends through the websocket.http.response extension, although the client got "
-    "the app's answer",
+    raises=AssertionError,
+    match=r"\Alogged: ERROR: +ASGI callable returned without completing handshake\. \| "
+    r"ERROR: +ASGI callable returned without completing handshake\.\nassert ",
+    versions={"uvicorn": "<0.55"},
+    reason="uvicorn before 0.55 logs 'ASGI callable returned without completing handshake.' at ERROR "
+    "after every refusal the app sends through the websocket.http.response extension, although the client "
+    "got the app's answer (checked on uvicorn 0.52.1, 0.53.0 and 0.54.0; 0.55.0 no longer does)",
 )
 async def test_refused_joins_log_no_error(door: str) -> None:
     async def scenario(process: DoorProcess) -> None:
         assert await upgrade_status(process.port, "/c/locked:room") == 403
         assert await upgrade_status(process.port, "/c/") == 400
 
-    assert errors_in(await logged_during(door, scenario)) == []
+    errors = errors_in(await logged_during(door, scenario))
+    assert errors == [], "logged: " + " | ".join(errors)

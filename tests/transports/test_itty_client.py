@@ -7,7 +7,8 @@ that backend, plain and with TLS, runs the scenario against it and then stops th
 SIGTERM. On the ASGI doors the scenario talks, unchanged, to ``uvicorn transports.asgi:app`` and
 ``hypercorn -k asyncio|trio transports.asgi:app`` (the shared processes of ``doors.py``).
 
-Needs ``node`` on PATH and ``npm install`` run in ``tests/js``; skipped otherwise.
+Needs ``node`` on PATH and ``npm ci`` run in ``tests/js``; skipped otherwise, and a failure under CI
+(``tests/prerequisites.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from doors import NATIVE_DOORS, POOL, REPO, SCENARIO_CONFIG, node_or_skip, run_scenario
+from doors import NATIVE_DOORS, POOL, REPO, SCENARIO_CONFIG, require_node, run_scenario
 
 pytestmark = pytest.mark.doors
 
@@ -49,7 +50,7 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], log: Path) -> int:
 
 def _native(backend: str, scheme: str, tmp_path: Path) -> None:
     """The scenario against ``relaycore serve --backend <backend>``, then a clean SIGTERM."""
-    node = node_or_skip()
+    node = require_node()
     cfg = tmp_path / "relay.toml"
     cfg.write_text(SCENARIO_CONFIG)
     log = tmp_path / "server.log"
@@ -95,7 +96,7 @@ def test_stock_itty_sockets_client(door: str, tmp_path: Path) -> None:
     if door in NATIVE_DOORS:
         _native(door.removeprefix("native-"), "ws", tmp_path)
         return
-    node = node_or_skip()
+    node = require_node()
     process = POOL.get(door, SCENARIO_CONFIG)
     try:
         run_scenario(node, f"ws://127.0.0.1:{process.port}", f"itty-{door}", None, process.log)

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from doors import ASGI_DOORS, health, raw_peer, wait_for_connections
+from doors import ASGI_DOORS, health, raw_peer, timeout_says, wait_for_connections
 from rawws import PING, PONG, RawPeer, frame, http, post, upgrade_status
 from wsclient import clients, expect_close, expect_silence, join_all, recv_json
 
@@ -23,9 +23,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.doors]
 #: Behind ASGI the server, not the relay, pings and times out (the app cannot send a ping).
 SERVER_KEEPALIVE = pytest.mark.door_xfail(
     *ASGI_DOORS,
+    raises=TimeoutError,
+    match=r"^no ping within 1 s \(ping_interval 0\.2 s\)$",
+    versions={"uvicorn": ">=0.52.1", "hypercorn": ">=0.18"},
     reason="the ASGI server does the keepalive (uvicorn: a ping every 20 s, --ws-ping-interval and "
     "--ws-ping-timeout; hypercorn: none unless --websocket-ping-interval), so the relay's "
-    "ping_interval and ping_timeout do not apply",
+    "ping_interval and ping_timeout do not apply (checked on uvicorn 0.52.1 to 0.55.0 and hypercorn 0.18.0)",
 )
 
 
@@ -177,7 +180,8 @@ async def test_server_pings_and_closes_a_dead_peer(door: str) -> None:
             assert (await mute.upgrade("/c/room"))[0] == 101
             await mute.read_json()
             assert (await recv_json(watcher))["type"] == "join"
-            opcode, _ = await mute.read_frame(timeout=1)
+            with timeout_says("no ping within 1 s (ping_interval 0.2 s)"):
+                opcode, _ = await mute.read_frame(timeout=1)
             assert opcode == PING
             # The mute peer never answers: it is closed and the others get its leave.
             left = await recv_json(watcher, timeout=3)
@@ -193,7 +197,8 @@ async def test_a_pong_keeps_a_quiet_peer_alive(door: str) -> None:
         assert (await peer.upgrade("/c/room"))[0] == 101
         await peer.read_json()
         for _ in range(4):
-            opcode, payload = await peer.read_frame(timeout=1)
+            with timeout_says("no ping within 1 s (ping_interval 0.2 s)"):
+                opcode, payload = await peer.read_frame(timeout=1)
             assert opcode == PING
             await peer.send(frame(PONG, payload))
         assert (await health(server.port))["connections"] == 1
@@ -215,15 +220,20 @@ async def test_client_pings_are_answered(door: str) -> None:
 
 @pytest.mark.door_xfail(
     *ASGI_DOORS,
+    raises=TimeoutError,
+    match=r"^the half-sent request was not closed within 1\.5 s \(handshake_timeout 0\.3 s\)$",
+    versions={"uvicorn": ">=0.52.1", "hypercorn": ">=0.18"},
     reason="the ASGI server reads the request; the relay's handshake_timeout does not apply (uvicorn and "
-    "hypercorn close a half-sent request only after their keep-alive timeout, 5 s by default)",
+    "hypercorn close a half-sent request only after their keep-alive timeout, 5 s by default; checked on "
+    "uvicorn 0.52.1 to 0.55.0 and hypercorn 0.18.0)",
 )
 async def test_incomplete_request_times_out(door: str) -> None:
     config = make_config("[limits]\nhandshake_timeout = 0.3")
     async with running(config, door=door) as server:
         async with raw_peer(server.port) as peer:
             await peer.send(b"GET /c/room HTTP/1.1\r\nHost: x\r\n")  # never finished
-            with anyio.fail_after(1.5):
+            what = "the half-sent request was not closed within 1.5 s (handshake_timeout 0.3 s)"
+            with timeout_says(what), anyio.fail_after(1.5):
                 await peer.read_to_eof()
         # The server is still there for everyone else.
         status, _, _ = await http(server.port, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
