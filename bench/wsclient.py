@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from relaycore.client import client_frame as frame_of_client
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MARK = b'"RCB'  # start of every benchmark message (a JSON string)
 SEQ_DIGITS = 10
@@ -45,14 +47,7 @@ def raise_nofile_limit() -> int:
 
 def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     """One masked, final client frame (masking key 0, so payload is as is)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + b"\x00\x00\x00\x00" + payload
+    return frame_of_client(opcode, payload, b"\x00\x00\x00\x00")
 
 
 def make_message(seq: int, size: int) -> bytes:

@@ -60,6 +60,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from relaycore.client import client_frame
 from relaycore.texts import BINARY_UNSUPPORTED, INVALID_JSON, INVALID_JSON_BODY, SEND_KEY_REQUIRED, user_not_found
 from transports.client import ArgumentError, Channel, ClientError, Refused, connect
 from transports.client import Error as ErrorEvent
@@ -238,15 +239,7 @@ def _frame_of(text: str) -> Frame:
 
 def raw_frame(opcode: int, payload: bytes) -> bytes:
     """One masked client frame, built by hand (wsproto refuses to send the malformed ones)."""
-    mask = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        head = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 65536:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    return head + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return client_frame(opcode, payload, os.urandom(4))
 
 
 class Peer:

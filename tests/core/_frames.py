@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from relaycore import Connection, Hub, State
+from relaycore.client import client_frame as frame_of_client
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -36,21 +36,7 @@ def client_frame(
     opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bytes | None = _MASK
 ) -> bytes:
     """One client frame; masked unless ``mask`` is None (which a server must refuse)."""
-    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if mask is not None else 0
-    n = len(payload)
-    if n < 126:
-        head.append(mask_bit | n)
-    elif n < 65536:
-        head.append(mask_bit | 126)
-        head += struct.pack("!H", n)
-    else:
-        head.append(mask_bit | 127)
-        head += struct.pack("!Q", n)
-    if mask is None:
-        return bytes(head) + payload
-    masked = bytes(b ^ m for b, m in zip(payload, itertools.cycle(mask), strict=False))
-    return bytes(head) + mask + masked
+    return frame_of_client(opcode, payload, mask, fin=fin, rsv=rsv)
 
 
 def text(data: str | bytes, *, fin: bool = True) -> bytes:
@@ -134,14 +120,17 @@ class Frame:
         return self.payload[2:].decode()
 
 
-def parse_frames(data: bytes) -> list[Frame]:
-    """Split server bytes into frames; fails on a masked, reserved-bit or truncated frame."""
+def parse_frames(data: bytes, *, masked: bool = False) -> list[Frame]:
+    """Split server bytes into frames; fails on a masked, reserved-bit or truncated frame.
+
+    ``masked``: the bytes are a client's, whose frames must all be masked (and are unmasked here).
+    """
     frames: list[Frame] = []
     pos = 0
     while pos < len(data):
         b0, b1 = data[pos], data[pos + 1]
-        assert b0 & 0x70 == 0, "reserved bits set in a server frame"
-        assert b1 & 0x80 == 0, "a server frame must not be masked"
+        assert b0 & 0x70 == 0, "reserved bits set in a frame"
+        assert bool(b1 & 0x80) == masked, "a client frame must be masked" if masked else "a server frame must not be"
         n = b1 & 0x7F
         pos += 2
         if n == 126:
@@ -150,8 +139,14 @@ def parse_frames(data: bytes) -> list[Frame]:
         elif n == 127:
             (n,) = struct.unpack_from("!Q", data, pos)
             pos += 8
-        assert pos + n <= len(data), "truncated server frame"
-        frames.append(Frame(bool(b0 & 0x80), b0 & 0x0F, data[pos : pos + n]))
+        mask = b""
+        if masked:
+            mask, pos = data[pos : pos + 4], pos + 4
+        assert pos + n <= len(data), "truncated frame"
+        payload = data[pos : pos + n]
+        if masked:
+            payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        frames.append(Frame(bool(b0 & 0x80), b0 & 0x0F, payload))
         pos += n
     return frames
 

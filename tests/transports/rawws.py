@@ -18,26 +18,17 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
 
+from relaycore.client import client_frame
+
 TIMEOUT = 5.0
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
-    """Build one client frame (masked, as RFC 6455 requires of clients)."""
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first, (0x80 if mask else 0) | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + masked
+    """One client frame, masked with a random key as RFC 6455 asks of clients (``mask=False``:
+    unmasked, which a server must refuse)."""
+    return client_frame(opcode, payload, os.urandom(4) if mask else None, fin=fin, rsv=rsv)
 
 
 def text(data: str | bytes) -> bytes:
