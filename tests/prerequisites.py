@@ -11,7 +11,7 @@ Use :func:`require` (any condition) or :func:`require_module` (an import) instea
     node = require(shutil.which("node"), "node is not on PATH", "install Node.js")
     kosoku = require_module("kosoku", "pip install -e '.[test]'")
 
-(``tests/browser/cdp.py`` applies the same rule to Chromium by itself.)
+(Chromium, in ``tests/browser/cdp.py``, goes through :func:`missing` too.)
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from prerequisites import missing
 
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
@@ -88,10 +89,7 @@ def chromium_binary() -> str:
         found = packaged
     if found is not None:
         return found
-    message = "chromium is not installed (apt-get install -y chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    missing("chromium is not installed", "apt-get install -y chromium")
 
 
 class CDPError(Exception):

@@ -57,6 +57,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from scope_app import SCOPE_LOG
 
+from prerequisites import require
 from transports.client import Message, connect
 
 pytestmark = pytest.mark.anyio
@@ -279,8 +280,7 @@ async def next_message(channel: Any, what: str) -> Message:
 
 
 async def test_chromium_itty_sockets_over_http2(server: Hypercorn, certificates: Certificates, tmp_path: Path) -> None:
-    if not ITTY.is_file():  # as tests/transports/test_itty_client.py does
-        pytest.skip("tests/js/node_modules/itty-sockets is missing: run `npm install` in tests/js")
+    require(ITTY.is_file(), "tests/js/node_modules/itty-sockets is missing", "npm ci --prefix tests/js")
     name = f"h2-{server.worker}"
     path = f"/c/{name}"
     flags = [f"--ignore-certificate-errors-spki-list={certificates.spki}"]

@@ -30,7 +30,6 @@ are built in parallel and removed at the end.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import textwrap
 from collections.abc import Iterator
@@ -53,6 +52,8 @@ from installenv import (
     redis_server,
     serving,
 )
+
+from prerequisites import require
 
 pytestmark = pytest.mark.install
 
@@ -176,12 +177,7 @@ def test_hypercorn(environments: dict[str, Venv | Exception], tmp_path: Path, na
 
 
 def test_redis_cluster(environments: dict[str, Venv | Exception], tmp_path: Path) -> None:
-    binary = redis_binary()
-    if binary is None:
-        message = "redis-server is not installed (apt-get install -y redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = require(redis_binary(), "redis-server is not installed", "apt-get install -y redis-server")
     env = venv(environments, "redis")
     with redis_server(binary, tmp_path) as redis_url:
         ports = free_port(), free_port()
