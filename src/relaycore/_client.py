@@ -164,6 +164,7 @@ class ClientConnection:
         "binary",
         "host",
         "max_message_bytes",
+        "pings",
         "state",
         "target",
     )
@@ -185,6 +186,8 @@ class ClientConnection:
         self.answer_pings = answer_pings
         self.answer_close = answer_close
         self.state = ClientState.CONNECTING
+        #: How many pings the relay sent.
+        self.pings = 0
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._owed = bytearray()
         self._parts: list[str | bytes] = []
@@ -254,6 +257,7 @@ class ClientConnection:
                 if message is not None:
                     found.append(message)
             elif isinstance(event, Ping):
+                self.pings += 1
                 if self.answer_pings and self._ws.state is ConnectionState.OPEN:
                     self._owe(event.response())
             elif isinstance(event, CloseConnection):

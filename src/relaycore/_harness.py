@@ -9,20 +9,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import msgspec
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
 
+from ._client import Accepted, Binary, ClientConnection, ClientState, Closed, Refused, Text
 from ._config import Config, LimitsConfig
 from ._connection import Connection
 from ._errors import HTTPError, RelayUsageError, RelayValueError
@@ -201,16 +189,19 @@ class Harness:
         """
         options: dict[str, str | bool | None] = {"alias": alias, "announce": announce, "echo": echo, "list": list}
         options.update(join_key=join_key, send_key=send_key)
-        ws = WSConnection(ConnectionType.CLIENT)
+        wire = ClientConnection(
+            "relay.test", _target(target, options), binary=False, answer_pings=responsive, answer_close=responsive
+        )
         conn = Connection(self.hub, client=self.client if client is None else client)
-        member = VirtualMember(self, conn, ws, responsive)
+        member = VirtualMember(self, conn, wire, responsive)
         conn.outbox.peer = member
         self._open.append(member)
-        conn.receive_data(ws.send(Request(host="relay.test", target=_target(target, options))))
+        conn.receive_data(wire.request())
         self._flush()
         if member._refusal is not None:
-            status, headers, body = member._refusal
-            raise HTTPError(status, body.decode(errors="replace"), headers)
+            refused = member._refusal
+            headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in refused.headers]
+            raise HTTPError(refused.status, refused.body.decode(errors="replace"), headers)
         if member.hello is None:  # the opt-in /echo endpoint: no channel, no self-join
             conn.connection_lost()
             self._flush()
@@ -335,39 +326,45 @@ class VirtualMember:
     __slots__ = (
         "_frames",
         "_harness",
-        "_parts",
         "_read",
         "_refusal",
-        "_ws",
+        "_wire",
         "closed",
         "connection",
         "hello",
-        "pings",
-        "responsive",
     )
 
-    def __init__(self, harness: Harness, connection: Connection, ws: WSConnection, responsive: bool) -> None:
+    def __init__(self, harness: Harness, connection: Connection, wire: ClientConnection, responsive: bool) -> None:
         self._harness = harness
         #: The relay's side of this member (its state, deadline, problem), to look at.
         self.connection = connection
-        self._ws = ws
-        #: Whether the member answers pings and close frames. False plays a client whose
-        #: network went away: the relay pings it, and drops it ``ping_timeout`` later.
-        self.responsive = responsive
+        self._wire = wire
         #: The self-join frame (``{"type": "join", "self": true, "uid": ...}``).
         self.hello: dict[str, Any] | None = None
         #: How the connection ended, once it did: the relay's close frame (code, reason),
         #: or ``(1006, "")`` when the relay dropped it without one (a dead peer).
         self.closed: tuple[int, str] | None = None
-        #: How many pings the relay sent.
-        self.pings = 0
         self._frames: list[Any] = []
         self._read = 0
-        self._parts: list[str] = []
-        self._refusal: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        self._refusal: Refused | None = None
 
     def __repr__(self) -> str:
         return f"<VirtualMember {self.uid} of {self.channel!r}>"
+
+    @property
+    def responsive(self) -> bool:
+        """Whether the member answers pings and close frames. False plays a client whose
+        network went away: the relay pings it, and drops it ``ping_timeout`` later."""
+        return self._wire.answer_pings
+
+    @responsive.setter
+    def responsive(self, value: bool) -> None:
+        self._wire.answer_pings = self._wire.answer_close = value
+
+    @property
+    def pings(self) -> int:
+        """How many pings the relay sent."""
+        return self._wire.pings
 
     @property
     def uid(self) -> str:
@@ -397,13 +394,14 @@ class VirtualMember:
         """Send one message as it stands: ``str`` as a text frame, ``bytes`` as a binary one."""
         if self.closed is not None:
             raise RelayUsageError(f"{self!r} is closed {self.closed}")
-        self._write(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
+        wire = self._wire
+        self.connection.receive_data(wire.send_text(data) if isinstance(data, str) else wire.send_binary(data))
         self._harness._flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (the relay answers; the others see the leave)."""
-        if self.closed is None and self._ws.state is ConnectionState.OPEN:
-            self._write(CloseConnection(code=code, reason=reason))
+        if self.closed is None and self._wire.state is ClientState.OPEN:
+            self.connection.receive_data(self._wire.close(code, reason))
             self._harness._flush()
 
     def drop(self) -> None:
@@ -461,38 +459,25 @@ class VirtualMember:
 
     # -- the wire ---------------------------------------------------------------------------
 
-    def _write(self, event: Event) -> None:
-        self.connection.receive_data(self._ws.send(event))
-
     def _receive(self, data: bytes) -> None:
         """Bytes the relay wrote to this member: handshake answer, then frames."""
-        ws = self._ws
-        ws.receive_data(data)
-        for event in ws.events():
-            if isinstance(event, TextMessage):
-                self._parts.append(event.data)
-                if event.message_finished:
-                    frame = msgspec.json.decode("".join(self._parts))
-                    self._parts.clear()
-                    if self.hello is None:
-                        self.hello = frame
-                    else:
-                        self._frames.append(frame)
-            elif isinstance(event, Ping):
-                self.pings += 1
-                if self.responsive:
-                    self._write(event.response())
-            elif isinstance(event, CloseConnection):
-                self.closed = (int(event.code), event.reason or "")
-                if self.responsive and ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._write(event.response())
-            elif isinstance(event, RejectConnection):
-                self._refusal = (event.status_code, list(event.headers), b"")
-            elif isinstance(event, RejectData) and self._refusal is not None:
-                status, headers, body = self._refusal
-                self._refusal = (status, headers, body + event.data)
-            elif not isinstance(event, AcceptConnection):
+        wire = self._wire
+        for event in wire.receive_data(data):
+            if isinstance(event, Text):
+                frame = msgspec.json.decode(event.data)
+                if self.hello is None:
+                    self.hello = frame
+                else:
+                    self._frames.append(frame)
+            elif isinstance(event, Closed):
+                self.closed = (event.code, event.reason)
+            elif isinstance(event, Refused):
+                self._refusal = event
+            elif not isinstance(event, Accepted | Binary):
                 raise RelayUsageError(f"{self!r} got an unexpected {event!r}")
+        owed = wire.data_to_send()
+        if owed:
+            self.connection.receive_data(owed)
 
 
 # -- hub-level helpers ----------------------------------------------------------------------

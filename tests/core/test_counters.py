@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from relaycore import DROP_REASONS, Config, HTTPError, Hub, LimitsConfig, NamespaceConfig, Tally
+from relaycore.client import client_frame
 from relaycore.testing import FakeClock, Harness, VirtualClient, config_for_tests, seeded_uids
 
 GAME = {"game": NamespaceConfig(send_key="sk"), "game/vip": NamespaceConfig(join_key="jk")}
@@ -92,10 +93,8 @@ def test_each_drop_reason_is_counted_where_it_is_decided() -> None:
 def test_a_fragmented_message_over_the_limit_is_one_size_drop() -> None:
     h = harness(max_message_bytes=100)
     member = h.join("room")
-    from wsproto.events import TextMessage
-
-    for _ in range(3):
-        member._write(TextMessage(data="y" * 60, message_finished=False))
+    for opcode in (0x1, 0x0, 0x0):  # text, then continuations: 180 bytes, never finished
+        member.connection.receive_data(client_frame(opcode, b"y" * 60, b"abcd", fin=False))
     h._flush()
     assert member.closed == (1009, "message too big")
     assert dropped(tally(h)) == {"size": 1}
