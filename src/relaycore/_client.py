@@ -57,7 +57,8 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._client_http import MAX_BODY
-from ._counters import CLOSE_ABNORMAL
+from ._errors import RelayUsageError
+from ._texts import CLOSE_ABNORMAL, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED, TOO_BIG
 
 __all__ = [
     "Accepted",
@@ -71,8 +72,6 @@ __all__ = [
     "client_frame",
 ]
 
-CLOSE_UNSUPPORTED = 1003
-CLOSE_TOO_BIG = 1009
 Headers = list[tuple[str, str]]
 
 
@@ -210,10 +209,19 @@ class ClientConnection:
     # -- sending ------------------------------------------------------------------------------
 
     def send_text(self, text: str) -> bytes:
+        """A text message's frame. Raises :class:`relaycore.RelayUsageError` once the
+        connection is not open (closing, closed, or the upgrade not yet answered)."""
+        self._check_open()
         return self._ws.send(TextMessage(data=text))
 
     def send_binary(self, data: bytes) -> bytes:
+        """A binary message's frame (raises as :meth:`send_text` does)."""
+        self._check_open()
         return self._ws.send(BytesMessage(data=data))
+
+    def _check_open(self) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            raise RelayUsageError(f"{self!r} cannot send: the connection is not open")
 
     def close(self, code: int = 1000, reason: str = "") -> bytes:
         """Our close frame (b"" once the connection is not open any more)."""
@@ -233,6 +241,10 @@ class ClientConnection:
             return self._events()
         except RemoteProtocolError as exc:
             if self.state is ClientState.CONNECTING:
+                if not data and self._refusal is None:
+                    return [
+                        self._closed(CLOSE_ABNORMAL, "the relay closed the connection without answering the upgrade")
+                    ]
                 return self._refused_or_ended(f"an invalid answer to the upgrade: {exc}")
             return [self._closed(CLOSE_ABNORMAL, f"an invalid frame: {exc}")]
 
@@ -273,7 +285,7 @@ class ClientConnection:
             return None
         self._size += len(event.data)
         if self.max_message_bytes is not None and self._size > self.max_message_bytes:
-            self._owe_close(CLOSE_TOO_BIG, "message too big")
+            self._owe_close(CLOSE_TOO_BIG, TOO_BIG)
             return None
         self._parts.append(event.data)
         if not event.message_finished:

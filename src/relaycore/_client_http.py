@@ -27,6 +27,11 @@ class Address(msgspec.Struct, frozen=True):
     path: str
     query: str
 
+    @property
+    def target(self) -> str:
+        """The request target: the path and, if any, ``?`` and the query."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
 
 def parse_url(url: str) -> Address:
     """Read a ``ws://``, ``wss://``, ``http://`` or ``https://`` URL.
@@ -102,7 +107,7 @@ class HTTPExchange:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
                 if not self._status:
-                    raise RelayValueError("the connection closed without an HTTP answer") from None
+                    raise RelayValueError("the relay closed the connection without an HTTP answer") from None
                 raise RelayValueError(f"an invalid HTTP answer: {exc}") from None
             if event is h11.NEED_DATA:
                 return None

@@ -51,9 +51,6 @@ from ._cluster_scripts import SCRIPTS, channel_keys, key_digest, node_keys
 from ._config import Config
 from ._errors import HTTPError, RelayUsageError
 from ._hub import (
-    CLUSTER_UNAVAILABLE,
-    JOIN_KEY_REQUIRED,
-    SEND_KEY_REQUIRED,
     Channel,
     Departure,
     Hub,
@@ -61,6 +58,13 @@ from ._hub import (
     Member,
     PushWaiter,
     UidSource,
+)
+from ._texts import (
+    CLOSE_INTERNAL_ERROR,
+    CLUSTER_UNAVAILABLE,
+    JOIN_KEY_REQUIRED,
+    SEND_KEY_REQUIRED,
+    UID_CONFLICT,
     user_not_found,
 )
 from ._wire import Envelope, JoinFrame, LeaveFrame, encode
@@ -76,8 +80,6 @@ MAX_RECORD = 1 << 20
 #: synced afresh instead.
 MAX_BUFFERED = 100_000
 MAX_BUFFERED_BYTES = 16 << 20
-CLOSE_INTERNAL = 1011
-UID_CONFLICT = "uid conflict"
 
 
 class Call:
@@ -633,7 +635,7 @@ class ClusterHub(Hub):
             local._changed()
             if entry is not None:
                 self._announce(replica, LeaveFrame(total=len(replica.members), date=self.now_ms()), entry)
-            member.session.kick(CLOSE_INTERNAL, UID_CONFLICT)
+            member.session.kick(CLOSE_INTERNAL_ERROR, UID_CONFLICT)
         if local is not None and not local.members and self.channels.get(local.name) is local:
             del self.channels[local.name]
 

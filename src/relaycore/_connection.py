@@ -44,7 +44,8 @@ from wsproto.utilities import LocalProtocolError
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub, Member
-from ._session import CLOSE_GOING_AWAY, Answer, ClientSession, Routes, message_size
+from ._session import Answer, ClientSession, Routes, message_size
+from ._texts import CLOSE_GOING_AWAY
 
 __all__ = ["Connection", "State"]
 

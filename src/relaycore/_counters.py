@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CLOSE_ABNORMAL", "DROP_REASONS", "Counters", "Tally"]
+__all__ = ["DROP_REASONS", "Counters", "Tally"]
 
 #: Why a message from a client was not relayed (the ``reason`` of a drop):
 #: ``rate`` over the message rate; ``size`` over ``max_message_bytes`` (the sender is
@@ -33,7 +33,6 @@ __all__ = ["CLOSE_ABNORMAL", "DROP_REASONS", "Counters", "Tally"]
 DROP_REASONS = ("rate", "size", "invalid_json", "binary", "send_key", "unknown_uid", "slow_consumer")
 
 #: The close code counted for a WebSocket that ended without a close frame (RFC 6455).
-CLOSE_ABNORMAL = 1006
 #: Close codes counted as themselves; any other code a client sends counts as 0 ("other"),
 #: so that clients cannot make up label values.
 _KNOWN_CLOSES = range(1000, 1016)

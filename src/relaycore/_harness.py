@@ -17,6 +17,7 @@ from ._errors import HTTPError, RelayUsageError, RelayValueError
 from ._hub import Hub, Member
 from ._outbox import MessageOutbox
 from ._session import Answer, ClientSession
+from ._texts import CLOSE_ABNORMAL
 
 __all__ = ["FakeClock", "HTTPAnswer", "Harness", "VirtualMember", "config_for_tests", "seeded_uids", "uid_source"]
 
@@ -24,7 +25,6 @@ _UID_ALPHABET = string.ascii_letters + string.digits
 #: The per-address connection and push rates of :func:`config_for_tests`.
 TEST_RATE_PER_ADDRESS = 10_000.0
 #: A close without a close frame, as a WebSocket client reports it (RFC 6455, 7.1.5).
-CLOSE_ABNORMAL = 1006
 #: The query keys of the connection options (docs/protocol.md, section 3).
 _OPTION_KEYS = {
     "alias": "alias",

@@ -32,6 +32,16 @@ from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
 from ._origins import Origins
 from ._outbox import Outbox
+from ._texts import (
+    BINARY_UNSUPPORTED,
+    CLOSE_POLICY,
+    INVALID_JSON,
+    JOIN_KEY_REQUIRED,
+    SEND_KEY_REQUIRED,
+    SLOW_CONSUMER,
+    rate_limited,
+    user_not_found,
+)
 from ._wire import (
     Envelope,
     ErrorFrame,
@@ -45,19 +55,6 @@ from ._wire import (
 )
 
 __all__ = ["Channel", "Clock", "Hub", "JoiningSession", "Member", "PushWaiter", "Session", "UidSource"]
-
-SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
-SLOW_CONSUMER = "slow consumer"
-JOIN_KEY_REQUIRED = "Joining requires a valid joinKey."
-INVALID_JSON = "Invalid JSON message."
-BINARY_UNSUPPORTED = "Binary messages are not supported."
-CLOSE_POLICY = 1008
-CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
-
-
-def user_not_found(uid: str) -> str:
-    """The error text of a direct message to a uid not in the channel."""
-    return f"User {uid} not found."
 
 
 #: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
@@ -354,7 +351,7 @@ class Hub:
         warnings = member.warnings
         warnings[:] = [t for t in warnings if now - t < WARNING_WINDOW]
         warnings.append(now)
-        self._drop(member, "rate", f"Rate limit exceeded (warning {len(warnings)} of {MAX_WARNINGS}).")
+        self._drop(member, "rate", rate_limited(len(warnings), MAX_WARNINGS))
         if len(warnings) >= MAX_WARNINGS:
             self.kick(member, CLOSE_POLICY, "rate limit exceeded")
         return False

@@ -31,11 +31,9 @@ from urllib.parse import urlsplit
 
 from ._errors import RelayValueError
 
-__all__ = ["ANY_ORIGIN", "CORS_MAX_AGE", "ORIGIN_NOT_ALLOWED", "Origins", "normalize_origin"]
+__all__ = ["ANY_ORIGIN", "CORS_MAX_AGE", "Origins", "normalize_origin"]
 
 ANY_ORIGIN = "*"
-#: The refusal of a WebSocket upgrade from a page whose origin is not allowed (403).
-ORIGIN_NOT_ALLOWED = "Origin not allowed."
 #: How long a browser may keep a preflight's answer, in seconds (Chromium keeps at most 7200).
 CORS_MAX_AGE = b"7200"
 #: The request headers a page may send to the HTTP endpoints.

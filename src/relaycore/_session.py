@@ -35,19 +35,33 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
-from ._counters import CLOSE_ABNORMAL
 from ._errors import HTTPError
-from ._hub import CLOSE_POLICY, CLUSTER_UNAVAILABLE, SLOW_CONSUMER, Hub, Member
+from ._hub import Hub, Member
 from ._limits import client_address
 from ._names import parse_channel, parse_options
-from ._origins import ORIGIN_NOT_ALLOWED
 from ._outbox import Outbox
+from ._texts import (
+    BODY_TOO_LARGE,
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLUSTER_UNAVAILABLE,
+    INTERNAL_ERROR,
+    INVALID_JSON_BODY,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    ORIGIN_NOT_ALLOWED,
+    SHUTTING_DOWN,
+    SLOW_CONSUMER,
+    TOO_BIG,
+    UPGRADE_REQUIRED,
+)
 from ._wire import parse_json
 
 __all__ = [
-    "CLOSE_GOING_AWAY",
-    "CLOSE_NORMAL",
-    "CLOSE_TOO_BIG",
     "Answer",
     "ClientSession",
     "Headers",
@@ -58,15 +72,6 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-INVALID_JSON_BODY = "Invalid JSON body."
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-INTERNAL_ERROR = "internal error"
-SHUTTING_DOWN = "server shutting down"
-TOO_BIG = "message too big"
-BODY_TOO_LARGE = "Body too large."
 TEXT_PLAIN = b"text/plain; charset=utf-8"
 APPLICATION_JSON = b"application/json"
 
@@ -100,7 +105,7 @@ class Answer:
 
 
 def _method_not_allowed(allowed: bytes) -> HTTPError:
-    return HTTPError(405, "Method not allowed.", [(b"allow", allowed)])
+    return HTTPError(405, METHOD_NOT_ALLOWED, [(b"allow", allowed)])
 
 
 def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN, *, cors: Headers = ()) -> Answer:
@@ -297,7 +302,7 @@ class ClientSession:
     @staticmethod
     def upgrade_required() -> HTTPError:
         """The refusal of a plain request to a WebSocket endpoint (426)."""
-        return HTTPError(426, "WebSocket upgrade required.", [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+        return HTTPError(426, UPGRADE_REQUIRED, [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
 
     def _open(
         self,
@@ -406,7 +411,7 @@ class ClientSession:
             answer = self.routes(method, path, headers)
             if answer is not None:
                 return answer
-        raise HTTPError(404, "Not found.")
+        raise HTTPError(404, NOT_FOUND)
 
     # -- a WebSocket --------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from relaycore import Config, Connection, Hub, RelayValueError
+from relaycore import Config, Connection, Hub, RelayUsageError, RelayValueError
 from relaycore.client import (
     Accepted,
     Binary,
@@ -103,7 +103,11 @@ def test_no_answer_to_the_upgrade_is_1006_with_the_reason() -> None:
     client = ClientConnection("relay.example", "/c/room")
     client.request()
     (ended,) = client.receive_data(b"")
-    assert isinstance(ended, Closed) and ended.code == 1006 and "upgrade" in ended.reason
+    assert ended == Closed(1006, "the relay closed the connection without answering the upgrade")
+    client = ClientConnection("relay.example", "/c/room")
+    client.request()
+    (ended,) = client.receive_data(b"SSH-2.0-OpenSSH\r\n\r\n")
+    assert isinstance(ended, Closed) and ended.reason.startswith("an invalid answer to the upgrade: ")
 
 
 def server_text(payload: bytes) -> bytes:
@@ -142,6 +146,19 @@ def test_what_arrives_after_our_close_is_not_wanted() -> None:
     assert client.receive_data(server_text(b'"late"')) == []
 
 
+def test_sending_is_for_an_open_connection_only() -> None:
+    waiting = ClientConnection("relay.example", "/c/room")
+    waiting.request()
+    closing = opened()
+    closing.close()
+    for client in (waiting, closing):
+        with pytest.raises(RelayUsageError, match="not open"):
+            client.send_text("x")
+        with pytest.raises(RelayUsageError, match="not open"):
+            client.send_binary(b"x")
+        assert client.close() == b""
+
+
 def test_an_http_exchange_with_the_relay(hub: Hub) -> None:
     server = Connection(hub, client="127.0.0.1")
     exchange = HTTPExchange("relay.example", "POST", "/push/app:x", b'{"a":1}', [("x-send-key", "sk")])
@@ -155,8 +172,13 @@ def test_an_http_exchange_with_the_relay(hub: Hub) -> None:
 def test_an_answer_that_is_not_http_is_an_error() -> None:
     exchange = HTTPExchange("relay.example", "GET", "/health")
     exchange.request()
-    with pytest.raises(RelayValueError, match="without an HTTP answer"):
+    with pytest.raises(RelayValueError, match="the relay closed the connection without an HTTP answer"):
         exchange.receive_data(b"")
+
+
+def test_a_urls_request_target() -> None:
+    assert parse_url("ws://h/c/room?alias=Ann").target == "/c/room?alias=Ann"
+    assert parse_url("https://h:8443/base").target == "/base"
 
 
 @pytest.mark.parametrize("url", ["ftp://x/", "ws://", "x", "ws://host:99999/"])
