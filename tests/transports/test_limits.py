@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from doors import ASGI_DOORS, health, raw_peer, timeout_says, wait_for_connections
+from doors import ASGI_DOORS, NATIVE_DOORS, health, raw_peer, timeout_says, wait_for_connections
 from rawws import PING, PONG, RawPeer, frame, http, post, upgrade_status
 from wsclient import clients, expect_close, expect_silence, join_all, recv_json
 
@@ -66,9 +66,7 @@ async def test_connection_rate_per_address_answers_429(door: str) -> None:
         await peer.aclose()
 
 
-@pytest.mark.door_skip(
-    *ASGI_DOORS, reason="/echo is a native-server endpoint (behind ASGI the server frames, and /echo is a 404)"
-)
+@pytest.mark.doors(*NATIVE_DOORS)  # /echo is the native server's: behind ASGI the server frames
 async def test_the_echo_endpoint_is_not_held_to_the_connection_rate(door: str) -> None:
     """A conformance suite opens hundreds of /echo connections a second from one address."""
     config = make_config("[server]\necho_endpoint = true\n[limits]\nconnections_per_second_per_ip = 2")
