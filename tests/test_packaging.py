@@ -51,7 +51,7 @@ TOOLING_EXTRAS = frozenset({"test", "docs", "bench", "dev"})
 OPTIONAL_MODULES: dict[str, tuple[str, frozenset[str]]] = {
     # The pytest11 entry point: only pytest loads it, so pytest is there whenever it is.
     "transports.pytest_plugin": ("loaded by pytest only (the pytest11 entry point)", frozenset({"pytest"})),
-    # The Redis backplane: imported by transports._cluster inside the functions that build a
+    # The Redis backplane: imported by transports._door inside the functions that build a
     # cluster node, once `relaycore serve --redis` (or [cluster] redis_url) asks for one.
     "transports.redis_backplane": ("loaded for a cluster only (the redis extra)", frozenset()),
 }

@@ -31,7 +31,7 @@ class ScopeRecorder:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._relay is None:
             from transports.asgi import create_app
-            from transports.cli import load_config
+            from transports._door import load_config
 
             self._relay = create_app(load_config(os.environ["RELAYCORE_CONFIG"], {}))
         if scope["type"] == "websocket":

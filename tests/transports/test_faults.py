@@ -15,10 +15,10 @@ import anyio
 import pytest
 from wsclient import clients, expect_close, join_all, recv_json
 
-import transports.server as server_module
+import transports.server._listeners as listeners_module
 from conftest import make_config, running
 from relaycore import Connection, Hub, Member, Outbox, RelayUsageError, State
-from transports._clock import SystemClock, secure_uids
+from transports._door import SystemClock, secure_uids
 from transports.server import RelayServer
 
 pytestmark = pytest.mark.anyio
@@ -162,7 +162,7 @@ class Armed(Connection):
 
 
 async def test_a_bug_in_tick_costs_that_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_module, "Connection", TickBug)
+    monkeypatch.setattr(listeners_module, "Connection", TickBug)
     config = make_config("[limits]\nping_interval = 0.2\nping_timeout = 5.0")
     async with running(config) as server, clients(server.port) as connect:
         broken = await connect("/c/broken")
@@ -179,7 +179,7 @@ async def test_a_bug_in_tick_costs_that_connection_only(monkeypatch: pytest.Monk
 
 
 async def test_a_bug_in_flush_costs_that_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_module, "Connection", Armed)
+    monkeypatch.setattr(listeners_module, "Connection", Armed)
     async with running(make_config()) as server, clients(server.port) as connect:
         victim, other, third = await join_all(connect, "/c/flush?alias=victim&announce", "/c/flush", "/c/flush")
         await victim.send('"arming"')

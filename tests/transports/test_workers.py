@@ -23,7 +23,7 @@ from redisproc import redis_server
 from relayproc import RelayProcess, relay_process
 from wsclient import clients, expect_close, recv_json
 
-from transports._workers import next_backoff
+from transports.server._supervisor import next_backoff
 
 pytestmark = pytest.mark.anyio
 

@@ -12,10 +12,10 @@ supervisor's whole life: port 0 is resolved once, and a worker restarted an hour
 binds the same port, which no other program can take in between. Each worker listens on
 that port with ``SO_REUSEPORT`` too (hidden flag ``--reuse-port``), and the kernel spreads
 new connections among the workers listening at that moment (evenly on Linux). Two details
-keep the reservation honest (see :func:`reserve_port`): a plain bind first, so that a port
-another relay (even another supervisor of ours) holds is refused as a taken port, not
-shared; and no ``SO_REUSEADDR`` on the reserving sockets, which would let any program
-that sets it bind the port while no worker listens.
+keep the reservation honest (see ``reserve_port`` in ``_listeners.py``): a plain bind
+first, so that a port another relay (even another supervisor of ours) holds is refused as
+a taken port, not shared; and no ``SO_REUSEADDR`` on the reserving sockets, which would
+let any program that sets it bind the port while no worker listens.
 
 The channel. Each worker gets one end of a UNIX socket pair (hidden flag
 ``--supervisor-fd``). The worker writes one byte once it listens and handles SIGTERM,
@@ -46,7 +46,6 @@ second signal).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import selectors
@@ -55,9 +54,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
-__all__ = ["Supervisor", "next_backoff", "reserve_port"]
+__all__ = ["Supervisor", "Worker", "next_backoff"]
 
 log = logging.getLogger("relaycore")
 
@@ -84,60 +82,6 @@ def next_backoff(previous: float, lived: float) -> float:
     if previous and lived < STABLE_AFTER:
         return min(previous * 2, BACKOFF_MAX)
     return BACKOFF_FIRST
-
-
-def reserve_port(host: str, port: int) -> list[socket.socket]:
-    """Bind (never listen) every address of ``host`` on ``port`` with ``SO_REUSEPORT``.
-
-    The addresses are those the workers' listeners bind (``server._bind``), on ONE port
-    even when ``port`` is 0. Raises OSError when the port is taken, as a single relay
-    process would: first every address is bound the way it binds (``SO_REUSEADDR`` and
-    no ``SO_REUSEPORT``), which also picks the port for port 0 and refuses a port that
-    other ``SO_REUSEPORT`` sockets hold, instead of sharing it with them. Then the
-    reservation, without ``SO_REUSEADDR`` so that nobody else can bind the port; only
-    when that fails, as it does while connections a plain relay closed on this port are
-    in TIME_WAIT, does it fall back to ``SO_REUSEADDR`` (a program that sets it could
-    then take the port while no worker listens).
-    """
-    addresses = _addresses(host, port)
-    with contextlib.ExitStack() as probes:
-        for family, sockaddr in addresses:
-            probe = probes.enter_context(socket.socket(family, socket.SOCK_STREAM))
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            probe.bind((sockaddr[0], port, *sockaddr[2:]))
-            port = probe.getsockname()[1]  # port 0: the first address picks it for all
-    sockets: list[socket.socket] = []
-    try:
-        for family, sockaddr in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind((sockaddr[0], port, *sockaddr[2:]))
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((sockaddr[0], port, *sockaddr[2:]))
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
-    """(family, sockaddr) for every address of ``host``, as ``server._bind`` finds them."""
-    found: dict[tuple[int, Any], tuple[Any, ...]] = {}
-    for family, _, _, _, sockaddr in socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    ):
-        found.setdefault((family, sockaddr[0]), sockaddr)
-    return [(family, sockaddr) for (family, _), sockaddr in found.items()]
 
 
 class Worker:
