@@ -26,7 +26,8 @@ PUBLIC = {
         "ClusterConfig", "ClusterHub", "Config", "ConfigError", "Connection", "Counters", "HTTPError", "Headers",
         "Hub", "JoinOptions", "JoinRequest", "JoiningSession", "LimitsConfig", "LocalBackplane", "Member",
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
-        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "Session", "SessionTransport", "State", "Tally", "UidSource",
+        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "Session", "SessionTransport",
+        "State", "Tally", "UidSource",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [
@@ -40,8 +41,9 @@ PUBLIC = {
     "transports.asgi": ["RelayApp", "app", "create_app"],
     "transports.server": ["RelayServer"],
     "transports.client": [
-        "ArgumentError", "Channel", "ChannelClosed", "ChannelState", "ClientError", "Close", "Error", "Event", "Join", "Leave",
-        "Message", "ProtocolError", "Reconnect", "Refused", "UsageError", "User", "connect", "http_push", "push",
+        "ArgumentError", "Channel", "ChannelClosed", "ChannelState", "ClientError", "Close", "Error", "Event", "Join",
+        "Leave", "Message", "ProtocolError", "Reconnect", "Refused", "UsageError", "User", "connect", "http_push",
+        "push",
     ],
     "transports.check": [
         "CHECKS", "Check", "Failed", "Result", "Settings", "Skipped", "add_arguments", "format_json",

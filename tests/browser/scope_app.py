@@ -30,8 +30,8 @@ class ScopeRecorder:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._relay is None:
-            from transports.asgi import create_app
             from transports._door import load_config
+            from transports.asgi import create_app
 
             self._relay = create_app(load_config(os.environ["RELAYCORE_CONFIG"], {}))
         if scope["type"] == "websocket":
