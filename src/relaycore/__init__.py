@@ -11,15 +11,16 @@ randomness of its own. Transports (see the ``transports`` package) move the byte
 
 from __future__ import annotations
 
-from ._backplane import Backplane, JoinRequest, LocalBackplane
+from ._channel import Channel, JoiningSession, Member, Session
 from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
 from ._config import ClusterConfig, Config, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
-from ._hub import Channel, Clock, Hub, JoiningSession, Member, PushWaiter, Session, UidSource
+from ._hub import Hub
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
+from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._session import Answer, ClientSession, Headers, Routes, SessionTransport, __version__
 from ._wire import parse_json, text_frame
 

@@ -46,19 +46,12 @@ from typing import Any
 
 import msgspec
 
-from ._backplane import JoinRequest
+from ._channel import Channel, Departure, JoiningSession, Member
 from ._cluster_scripts import SCRIPTS, channel_keys, key_digest, node_keys
 from ._config import Config
 from ._errors import HTTPError, RelayUsageError
-from ._hub import (
-    Channel,
-    Departure,
-    Hub,
-    JoiningSession,
-    Member,
-    PushWaiter,
-    UidSource,
-)
+from ._hub import Hub
+from ._protocols import Admitting, JoinRequest, PushWaiter, UidSource
 from ._texts import (
     CLOSE_INTERNAL_ERROR,
     CLUSTER_UNAVAILABLE,
@@ -194,15 +187,15 @@ def _messages_in(call: Call) -> int:
 
 
 class _Plane:
-    """The hub's backplane: every join goes through the cluster."""
+    """The node's backplane: every join goes through the cluster (the node decides it)."""
 
-    __slots__ = ("hub",)
+    __slots__ = ("node",)
 
-    def __init__(self, hub: ClusterHub) -> None:
-        self.hub = hub
+    def __init__(self, node: ClusterHub) -> None:
+        self.node = node
 
-    def join(self, hub: Hub, request: JoinRequest) -> Member | None:
-        return self.hub._join(request)
+    def join(self, hub: Admitting, request: JoinRequest) -> Member | None:
+        return self.node._join(request)
 
 
 class ClusterHub(Hub):
@@ -219,8 +212,7 @@ class ClusterHub(Hub):
     """
 
     def __init__(self, config: Config, clock: Any, uids: UidSource, *, node: str) -> None:
-        super().__init__(config, clock, uids)
-        self.backplane = _Plane(self)
+        super().__init__(config, clock, uids, backplane=_Plane(self))
         self.node = node
         self.node_raw = node.encode()
         self.heartbeat_key, self.channels_key, self.direct_key = node_keys(node)

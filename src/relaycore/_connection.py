@@ -35,19 +35,22 @@ from enum import Enum
 from http import HTTPStatus
 
 import h11
-from h11._state import MIGHT_SWITCH_PROTOCOL
 from wsproto.connection import Connection as FrameConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
+from ._channel import Member
 from ._errors import HTTPError
 from ._fastpath import FrameScanner, take_text_frames
-from ._hub import Hub, Member
+from ._hub import Hub
 from ._session import Answer, ClientSession, Routes, message_size
 from ._texts import CLOSE_GOING_AWAY
 
 __all__ = ["Connection", "State"]
+
+#: h11's state of a client that asked for an upgrade (documented, though not in h11's ``__all__``).
+MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER_BYTES = 16 * 1024

@@ -10,11 +10,12 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import msgspec
 
+from ._channel import Member
 from ._client import Accepted, Binary, ClientConnection, ClientState, Closed, Refused, Text
 from ._config import Config, LimitsConfig
 from ._connection import Connection
 from ._errors import HTTPError, RelayUsageError, RelayValueError
-from ._hub import Hub, Member
+from ._hub import Hub
 from ._outbox import MessageOutbox
 from ._session import Answer, ClientSession
 from ._texts import CLOSE_ABNORMAL

@@ -18,13 +18,12 @@ each decided in one overridable method: ``_new_uid``, ``_admit``, ``_presence``)
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Collection, Sequence
+from typing import Any
 
 import msgspec
 
-from ._backplane import Backplane, JoinRequest, LocalBackplane
+from ._channel import Channel, Departure, JoiningSession, Member, Present, Session, same_key
 from ._config import Config, NamespaceConfig
 from ._counters import Counters, Tally
 from ._errors import HTTPError, RelayUsageError
@@ -32,6 +31,7 @@ from ._limits import ClientLimiter, TokenBucket, TrustedProxies
 from ._names import JoinOptions, NamespaceTable
 from ._origins import Origins
 from ._outbox import Outbox
+from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._texts import (
     BINARY_UNSUPPORTED,
     CLOSE_POLICY,
@@ -54,139 +54,16 @@ from ._wire import (
     text_frame,
 )
 
-__all__ = ["Channel", "Clock", "Hub", "JoiningSession", "Member", "PushWaiter", "Session", "UidSource"]
+__all__ = ["Hub"]
 
 
 #: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
 MAX_WARNINGS = 3
 WARNING_WINDOW = 60.0
 
-UidSource = Callable[[], str]
-"""Returns a candidate uid: 6 characters of ``[A-Za-z0-9]``."""
-
-#: A member on its way out: the close code and reason its session gets (None: it left by
-#: itself, nothing to close).
-Departure = tuple["Member", int | None, str]
-
-
-class Clock(Protocol):
-    """Injected time: wall time for ``date`` stamps, a monotonic time for deadlines."""
-
-    def time(self) -> float:
-        """Seconds since the epoch."""
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never goes back."""
-
-
-class Session(Protocol):
-    """What the hub needs of a connection: a way to close it on its own initiative.
-
-    A session whose joins a backplane may decide later (see :class:`~relaycore.Backplane`)
-    also has ``joined(member)`` and ``join_refused(error)``, as
-    :class:`~relaycore.ClientSession` does.
-    """
-
-    def kick(self, code: int, reason: str) -> None:
-        """Close the connection with a WebSocket close ``code`` (the hub already removed it)."""
-
-
-@runtime_checkable
-class JoiningSession(Session, Protocol):
-    """A session that can wait for a join a backplane decides later."""
-
-    def joined(self, member: Member) -> None:
-        """The join was admitted: ``member`` is in, its self-join is in the outbox."""
-
-    def join_refused(self, error: HTTPError) -> None:
-        """The join was refused (403): nothing changed in the hub."""
-
-
-class PushWaiter(Protocol):
-    """Waits for the answer of an HTTP push that a cluster decides later."""
-
-    def pushed(self, recipients: int) -> None:
-        """The push reached ``recipients`` members."""
-
-    def push_failed(self, error: HTTPError) -> None:
-        """The push could not be made (the cluster lost Redis meanwhile)."""
-
-
-class Present(Protocol):
-    """A member as presence frames show it, here or (in a cluster) on another node."""
-
-    uid: str
-    alias: str | None
-    announce: bool
-
-
-class Member:
-    """One connection's membership of a channel."""
-
-    __slots__ = ("alias", "announce", "bucket", "can_send", "channel", "echo", "outbox", "session", "uid", "warnings")
-
-    def __init__(
-        self, uid: str, options: JoinOptions, channel: Channel, outbox: Outbox, session: Session, bucket: TokenBucket
-    ) -> None:
-        self.uid = uid
-        self.alias = options.alias
-        self.announce = options.announce
-        self.echo = options.echo
-        self.can_send = True
-        self.channel = channel
-        self.outbox = outbox
-        self.session = session
-        #: Messages per second this member may send.
-        self.bucket = bucket
-        #: When the recent rate-limit warnings were given (monotonic seconds).
-        self.warnings: list[float] = []
-
-    def __repr__(self) -> str:
-        return f"<Member {self.uid} of {self.channel.name!r}>"
-
-    @property
-    def joined(self) -> bool:
-        """True until the member has left its channel."""
-        return self.channel.members.get(self.uid) is self
-
-
-class Channel:
-    """A named room; exists while it has members."""
-
-    __slots__ = ("_everyone", "join_key", "members", "name", "reservation", "send_key", "tally")
-
-    def __init__(self, name: str, reservation: NamespaceConfig | None, tally: Tally | None = None) -> None:
-        self.name = name
-        self.reservation = reservation
-        #: The counters of the channel's namespace (see :class:`~relaycore.Counters`).
-        self.tally = tally if tally is not None else Tally("")
-        self.join_key: str | None = None
-        self.send_key: str | None = None
-        #: Members by uid, in join order.
-        self.members: dict[str, Member] = {}
-        self._everyone: tuple[Member, ...] | None = None
-
-    @property
-    def everyone(self) -> tuple[Member, ...]:
-        """An immutable snapshot of the members (rebuilt only after a join or leave)."""
-        snapshot = self._everyone
-        if snapshot is None:
-            snapshot = self._everyone = tuple(self.members.values())
-        return snapshot
-
-    def _changed(self) -> None:
-        self._everyone = None
-
 
 def _room(member: Member) -> int:
     return member.outbox.room()
-
-
-def _same_key(offered: str | None, expected: str | None) -> bool:
-    """Constant-time key comparison; a missing side never matches."""
-    if offered is None or expected is None:
-        return False
-    return hmac.compare_digest(offered.encode(), expected.encode())
 
 
 class Hub:
@@ -430,7 +307,7 @@ class Hub:
         reservation = self._reservation(name)
         if reservation is None or reservation.send_key is None:
             raise HTTPError(403, "Pushing requires a reserved namespace with a sendKey.")
-        if not _same_key(key, reservation.send_key):
+        if not same_key(key, reservation.send_key):
             raise HTTPError(403, "Pushing requires a valid x-send-key.")
 
     def error(self, member: Member, text: str) -> None:
@@ -465,18 +342,18 @@ class Hub:
             channel.join_key = options.join_key
             channel.send_key = options.send_key
             return True
-        if channel.join_key is not None and not _same_key(options.join_key, channel.join_key):
+        if channel.join_key is not None and not same_key(options.join_key, channel.join_key):
             raise HTTPError(403, JOIN_KEY_REQUIRED)
-        return channel.send_key is None or _same_key(options.send_key, channel.send_key)
+        return channel.send_key is None or same_key(options.send_key, channel.send_key)
 
     @staticmethod
     def _admit_reserved(reservation: NamespaceConfig, options: JoinOptions) -> bool:
         """The keys of a reserved namespace: HTTPError(403) or whether the joiner may send."""
         key_in_play = reservation.join_key is not None or options.join_key is not None
-        if key_in_play and not _same_key(options.join_key, reservation.join_key):
+        if key_in_play and not same_key(options.join_key, reservation.join_key):
             raise HTTPError(403, JOIN_KEY_REQUIRED)
         if options.send_key is not None:
-            if not _same_key(options.send_key, reservation.send_key):
+            if not same_key(options.send_key, reservation.send_key):
                 raise HTTPError(403, "Invalid sendKey for this namespace.")
             return True
         return reservation.send_key is None

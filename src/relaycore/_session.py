@@ -35,8 +35,9 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
+from ._channel import Member
 from ._errors import HTTPError
-from ._hub import Hub, Member
+from ._hub import Hub
 from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._outbox import Outbox

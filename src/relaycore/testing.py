@@ -34,12 +34,13 @@ from typing import Any
 
 import msgspec
 
-from ._backplane import JoinRequest
+from ._channel import Member
 from ._errors import RelayUsageError
 from ._harness import FakeClock, Harness, HTTPAnswer, VirtualMember, config_for_tests, seeded_uids
-from ._hub import Hub, Member
+from ._hub import Hub
 from ._names import JoinOptions
 from ._outbox import MessageOutbox
+from ._protocols import JoinRequest
 
 __all__ = [
     "DeferredBackplane",

@@ -154,3 +154,52 @@ def test_each_protocol_text_is_written_once_in_src(text: str) -> None:
         if pattern.fullmatch(sample)
     ]
     assert len(where) == 1, f"{text!r} is written {len(where)} times in src/: {where}"
+
+
+# -- module order ------------------------------------------------------------------------------
+
+
+def _imports(path: Path) -> set[str]:
+    """The relaycore modules ``path`` imports, TYPE_CHECKING imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("relaycore."):
+            found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    return found
+
+
+def test_relaycore_modules_import_in_one_order() -> None:
+    """No import circle in the core, not even one for type checking: each module can be
+    read after the ones it uses (the order below is the one the modules stand in)."""
+    graph = {path.stem: _imports(path) & {p.stem for p in CORE.glob("*.py")} for path in CORE.glob("*.py")}
+    order: list[str] = []
+    while graph:
+        ready = sorted(name for name, uses in graph.items() if uses <= set(order))
+        assert ready, f"an import circle among {sorted(graph)}: {[(n, sorted(u)) for n, u in graph.items()]}"
+        order += ready
+        for name in ready:
+            del graph[name]
+    assert order.index("_texts") < order.index("_hub") < order.index("_cluster")
+
+
+def test_no_module_imports_the_private_names_of_another_package() -> None:
+    """ARCHITECTURE.md: public API through each package's ``__init__``; a private module or
+    name is its own package's business (tests aside)."""
+    offences = []
+    for path in SOURCES:
+        package = path.relative_to(CORE.parent).parts[0]
+        inside = ".".join(path.relative_to(CORE.parent).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            parts = node.module.split(".")
+            private = [part for part in parts[1:] if part.startswith("_")]
+            owner = ".".join(parts[: parts.index(private[0])]) if private else node.module
+            if private and not (inside == owner or inside.startswith(owner + ".")):
+                offences.append(f"{path.relative_to(CORE.parent)} imports {node.module}")
+            names = [alias.name for alias in node.names if alias.name.startswith("_") and alias.name != "__version__"]
+            if names and parts[0] != package:
+                offences.append(f"{path.relative_to(CORE.parent)} imports {names} from {node.module}")
+    assert not offences, offences

@@ -1,4 +1,6 @@
-"""The backplane seam: where a hub's decisions that may involve other processes are made.
+"""What the hub asks of the outside: a clock, a uid source, a backplane, a push's waiter.
+
+The backplane seam is where a hub's decisions that may involve other processes are made.
 
 Theory of operation. The hub never awaits. Admitting a member to a channel needs
 decisions that, in a cluster of relays, only a shared store can make: a uid unique in the
@@ -18,15 +20,45 @@ the total counting every node. So :meth:`Hub.join <relaycore.Hub.join>` hands a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
+from ._channel import Member, Session
+from ._errors import HTTPError
 from ._names import JoinOptions
 from ._outbox import Outbox
 
-if TYPE_CHECKING:
-    from ._hub import Hub, Member, Session
+__all__ = ["Admitting", "Backplane", "Clock", "JoinRequest", "LocalBackplane", "PushWaiter", "UidSource"]
 
-__all__ = ["Backplane", "JoinRequest", "LocalBackplane"]
+UidSource = Callable[[], str]
+"""Returns a candidate uid: 6 characters of ``[A-Za-z0-9]``."""
+
+
+class Clock(Protocol):
+    """Injected time: wall time for ``date`` stamps, a monotonic time for deadlines."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+
+
+class PushWaiter(Protocol):
+    """Waits for the answer of an HTTP push that a cluster decides later."""
+
+    def pushed(self, recipients: int) -> None:
+        """The push reached ``recipients`` members."""
+
+    def push_failed(self, error: HTTPError) -> None:
+        """The push could not be made (the cluster lost Redis meanwhile)."""
+
+
+class Admitting(Protocol):
+    """The hub as a backplane sees it: it admits a request once the backplane allows it."""
+
+    def admit(self, request: JoinRequest) -> Member:
+        """Make the member: its self-join and the others' join events go out now."""
 
 
 class JoinRequest:
@@ -49,7 +81,7 @@ class JoinRequest:
 class Backplane(Protocol):
     """Decides joins for a hub: at once (return the member) or later (return None)."""
 
-    def join(self, hub: Hub, request: JoinRequest) -> Member | None:
+    def join(self, hub: Admitting, request: JoinRequest) -> Member | None:
         """Admit ``request`` now (the member; HTTPError when refused), or return None and
         call ``hub.resolve_join(request)`` once the decision can be made."""
 
@@ -65,5 +97,5 @@ class LocalBackplane:
 
     __slots__ = ()
 
-    def join(self, hub: Hub, request: JoinRequest) -> Member:
+    def join(self, hub: Admitting, request: JoinRequest) -> Member:
         return hub.admit(request)
