@@ -16,8 +16,10 @@ back what they mean, the way :class:`relaycore.Connection` does for the server:
   :meth:`~ClientConnection.close` give the bytes of a frame to write.
 
 The policy a caller wants is set once: ``max_message_bytes`` (over it, close 1009),
-``binary`` (deliver binary messages, or close 1003 as the protocol's clients do), and
-``answer_pings``/``answer_close`` (a test may play a peer that does not answer).
+``binary`` (deliver binary messages, or close 1003 as the protocol's clients do),
+``answer_pings``/``answer_close`` (a test may play a peer that does not answer), and
+``after_close`` (deliver what arrives between our close frame and the relay's answer: a
+checker's transcript wants every frame, an application does not).
 :class:`HTTPExchange` is the same for one plain HTTP request (a push, ``/health``): request
 bytes out, bytes in, one bounded :class:`Response`.
 
@@ -158,6 +160,7 @@ class ClientConnection:
         "_refusal",
         "_size",
         "_ws",
+        "after_close",
         "answer_close",
         "answer_pings",
         "binary",
@@ -177,6 +180,7 @@ class ClientConnection:
         binary: bool = True,
         answer_pings: bool = True,
         answer_close: bool = True,
+        after_close: bool = False,
     ) -> None:
         self.host = host
         self.target = target
@@ -184,6 +188,7 @@ class ClientConnection:
         self.binary = binary
         self.answer_pings = answer_pings
         self.answer_close = answer_close
+        self.after_close = after_close
         self.state = ClientState.CONNECTING
         #: How many pings the relay sent.
         self.pings = 0
@@ -278,7 +283,7 @@ class ClientConnection:
         return found
 
     def _message(self, event: Message[Any]) -> Text | Binary | None:
-        if self.state is not ClientState.OPEN:
+        if self.state is not ClientState.OPEN and not (self.after_close and self.state is ClientState.CLOSING):
             return None  # closing: what was still in flight is not wanted
         if isinstance(event, BytesMessage) and not self.binary:
             self._owe_close(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")

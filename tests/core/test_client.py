@@ -140,10 +140,13 @@ def test_binary_is_delivered_or_refused_with_1003() -> None:
     assert close.close_code == 1003
 
 
-def test_what_arrives_after_our_close_is_not_wanted() -> None:
+def test_what_arrives_after_our_close_is_not_wanted_unless_asked_for() -> None:
     client = opened()
     client.close()
     assert client.receive_data(server_text(b'"late"')) == []
+    client = opened(after_close=True)
+    client.close()
+    assert client.receive_data(server_text(b'"late"')) == [Text('"late"')]
 
 
 def test_sending_is_for_an_open_connection_only() -> None:

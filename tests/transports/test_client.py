@@ -29,11 +29,11 @@ from transports.client import (
     Refused,
     UsageError,
     User,
-    _channel_address,
     connect,
     http_push,
     push,
 )
+from transports.client._link import channel_address
 from transports.server import RelayServer
 
 pytestmark = pytest.mark.anyio
@@ -222,14 +222,14 @@ async def test_connection_failures_are_oserrors() -> None:
 def test_urls_and_options() -> None:
     for bad in ["room", "ws://127.0.0.1:1/room", "ws://127.0.0.1:1/c/", "ftp://h/c/x", "ws:///c/x"]:
         with pytest.raises(ValueError, match="connect"):
-            _channel_address(bad, {})
-    address, name = _channel_address(
+            channel_address(bad, {})
+    address, name = channel_address(
         "ws://h:81/c/team%3Aops?alias=Url&echo&x=1",
         {"alias": "A B&C", "echo": None, "announce": "true", "joinKey": "k/=", "list": None},
     )
     assert name == "team:ops" and (address.host, address.port, address.host_header) == ("h", 81, "h:81")
     assert address.target == "/c/team%3Aops?echo=&x=1&alias=A%20B%26C&announce=true&joinKey=k%2F%3D"
-    address, name = _channel_address("wss://[::1]/relay/c/a b", {})
+    address, name = channel_address("wss://[::1]/relay/c/a b", {})
     assert (address.tls, address.port, address.host_header, address.target, name) == (
         True,
         443,

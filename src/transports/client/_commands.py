@@ -15,13 +15,17 @@ import argparse
 import contextlib
 import sys
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import anyio
 import msgspec
 
-from .client import ChannelClosed, ClientError, Refused, connect, http_push, push
-from .logs import fail
+from relaycore import RelayValueError
+from relaycore.client import parse_url
+
+from ..logs import fail
+from ._connect import connect, http_push, push
+from ._errors import ChannelClosed, ClientError, Refused
 
 __all__ = ["add_commands"]
 
@@ -30,16 +34,12 @@ OK, UNREACHABLE, USAGE, REFUSED = 0, 1, 2, 3
 
 def add_commands(sub: Any) -> None:
     """Add ``listen``, ``send`` and ``push`` to the ``relaycore`` subcommands."""
-    listen = sub.add_parser("listen", help="print every frame of a channel as one JSON line, until Ctrl-C")
-    listen.add_argument("url", help="ws://host:port/c/<channel>")
-    _join_options(listen)
+    listen = _member_command(sub, "listen", "print every frame of a channel as one JSON line, until Ctrl-C")
     listen.set_defaults(func=_cmd_listen)
 
-    send = sub.add_parser("send", help="join a channel, send one JSON value, leave")
-    send.add_argument("url", help="ws://host:port/c/<channel>")
+    send = _member_command(sub, "send", "join a channel, send one JSON value, leave")
     send.add_argument("value", help='the JSON value to send, e.g. \'{"type":"chat","text":"hi"}\'')
     send.add_argument("--to", default=None, metavar="UID", help="send to this member only")
-    _join_options(send)
     send.set_defaults(func=_cmd_send)
 
     http = sub.add_parser("push", help="HTTP push one JSON value to a channel of a reserved namespace")
@@ -49,12 +49,16 @@ def add_commands(sub: Any) -> None:
     http.set_defaults(func=_cmd_push)
 
 
-def _join_options(parser: argparse.ArgumentParser) -> None:
+def _member_command(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand that joins a channel: its URL, the join options, and the event loop."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text)
+    parser.add_argument("url", help="ws://host:port/c/<channel>")
     parser.add_argument("--alias", default=None)
     parser.add_argument("--announce", action="store_true", default=None, help="others see my uid and alias")
     parser.add_argument("--join-key", default=None, metavar="KEY")
     parser.add_argument("--send-key", default=None, metavar="KEY")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"], help="event loop")
+    return parser
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,20 +134,19 @@ def _cmd_push(args: argparse.Namespace) -> int:
     value, problem = _value(args.value)
     if problem is not None:
         return _fail(USAGE, problem)
-    parts = urlsplit(args.url)
-    path = parts.path
+    try:
+        address = parse_url(args.url)
+    except RelayValueError:
+        return _fail(USAGE, f"not an http(s) or ws(s) URL: {args.url!r}")
     for marker in ("/push/", "/c/", "/r/"):
-        before, found, channel = path.partition(marker)
+        before, found, channel = address.path.partition(marker)
         if found and channel:
             break
     else:
         return _fail(
             USAGE, f"not a channel URL: {args.url!r} (http://host:port/push/<channel> or ws://.../c/<channel>)"
         )
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("http", "https"):
-        return _fail(USAGE, f"not an http(s) or ws(s) URL: {args.url!r}")
-    base = f"{scheme}://{parts.netloc}{before}"
+    base = f"{'https' if address.tls else 'http'}://{address.host_header}{before}"
     return _run(args, _push, base, unquote(channel), value, args.send_key)
 
 
