@@ -61,10 +61,15 @@ async def events_until(channel: Channel, count: int) -> list[Event]:
     return [await next_event(channel) for _ in range(count)]
 
 
-async def quiet(channel: Channel, seconds: float = 0.2) -> None:
-    with anyio.move_on_after(seconds):
-        event = await channel.receive()
-        raise AssertionError(f"unexpected event {event!r}")
+async def quiet(channel: Channel) -> None:
+    """Nothing reached ``channel`` so far: the answer to its own probe (a direct message to a
+    uid nobody has) is the very next event, where a quiet window would pass a late frame."""
+    await channel.send("probe", to="NOUSER")
+    event = await channel.receive()
+    assert isinstance(event, Error) and event.message in (
+        "User NOUSER not found.",
+        "Sending requires a valid sendKey.",
+    ), f"unexpected event {event!r}"
 
 
 # -- frames ---------------------------------------------------------------------------------

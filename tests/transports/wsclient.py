@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
@@ -71,11 +72,30 @@ async def expect_close(client: Client, timeout: float = TIMEOUT) -> int | None:
                 return exc.code
 
 
-async def expect_silence(client: Client, seconds: float = 0.3) -> None:
-    """Assert that nothing arrives for ``seconds``."""
-    with anyio.move_on_after(seconds):
-        data = await client.recv(seconds + 1)
-        raise AssertionError(f"unexpected frame {data!r}")
+#: The answers a member's probe may get: a uid nobody has, or no right to send at all.
+PROBE_ANSWERS = ("User NOUSER not found.", "Sending requires a valid sendKey.")
+
+
+async def expect_silence(client: Client, *, after: tuple[Client, str] | None = None) -> None:
+    """Assert that nothing reached ``client`` so far, with a marker instead of a quiet window
+    (a window passes when a frame is merely late; a marker's answer must be the next frame).
+
+    By default ``client`` probes itself: a direct message to a uid nobody has, whose error
+    comes back to it alone, behind whatever the relay queued for it before. ``after=(sender,
+    uid)``, with ``uid`` the client's: the ``sender`` sends the client a direct message, which
+    must be the next frame; across cluster nodes, that is what orders the marker behind the
+    sender's earlier messages.
+    """
+    if after is None:
+        await client.send('\x1fNOUSER\x1f"probe"')
+        frame = await recv_json(client)
+        assert frame.get("type") == "error" and frame.get("message") in PROBE_ANSWERS, f"unexpected frame {frame}"
+        return
+    sender, uid = after
+    token = uuid.uuid4().hex
+    await sender.send(f'\x1f{uid}\x1f{{"marker":"{token}"}}')
+    frame = await recv_json(client)
+    assert frame.get("message") == {"marker": token}, f"unexpected frame {frame}"
 
 
 class _WebsocketsClient:
