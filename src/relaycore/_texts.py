@@ -13,11 +13,14 @@ __all__ = [
     "CLOSE_ABNORMAL",
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
+    "CLOSE_BAD_GATEWAY",
     "CLOSE_INVALID_DATA",
     "CLOSE_NORMAL",
     "CLOSE_POLICY",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_SERVICE_RESTART",
     "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN_LATER",
     "CLOSE_UNSUPPORTED",
     "CLUSTER_UNAVAILABLE",
     "INTERNAL_ERROR",
@@ -51,6 +54,10 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+#: What servers and proxies in front of a relay may close with: worth dialling again.
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_BAD_GATEWAY = 1014
 
 # -- close reasons ------------------------------------------------------------------------------
 

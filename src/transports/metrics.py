@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from relaycore import Answer, ClusterHub, ConfigError, Headers, Hub, __version__
+from relaycore.texts import METHOD_NOT_ALLOWED
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -176,7 +177,7 @@ class Metrics:
     def answer(self, method: bytes, headers: Headers) -> Answer:
         """The answer to a request for ``/metrics``."""
         if method not in (b"GET", b"HEAD"):
-            return Answer(405, b"Method not allowed.", [(b"content-type", _TEXT), (b"allow", b"GET, HEAD")])
+            return Answer(405, METHOD_NOT_ALLOWED.encode(), [(b"content-type", _TEXT), (b"allow", b"GET, HEAD")])
         if not self.authorized(headers):
             return Answer(401, b"Unauthorized.", [(b"content-type", _TEXT), (b"www-authenticate", b"Bearer")])
         from prometheus_client import generate_latest

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from relaycore import Answer, ConfigError
+from relaycore.texts import METHOD_NOT_ALLOWED
 
 __all__ = ["MAX_BYTES", "StaticFiles"]
 
@@ -69,7 +70,7 @@ class StaticFiles:
         if isinstance(found, str):  # a directory named without its final slash
             return Answer(301, b"", [(b"content-type", _TEXT), (b"location", found.encode())])
         if method not in (b"GET", b"HEAD"):
-            return Answer(405, b"Method not allowed.", [(b"content-type", _TEXT), (b"allow", b"GET, HEAD")])
+            return Answer(405, METHOD_NOT_ALLOWED.encode(), [(b"content-type", _TEXT), (b"allow", b"GET, HEAD")])
         body = self._read(found)
         if body is None:
             return None

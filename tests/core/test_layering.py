@@ -122,6 +122,8 @@ def _code_patterns(source: str) -> list[re.Pattern[str]]:
                 patterns.append(re.compile("".join(parts), re.DOTALL))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
             patterns.append(re.compile(re.escape(node.value), re.DOTALL))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, bytes):  # b"Method not allowed."
+            patterns.append(re.compile(re.escape(node.value.decode("latin-1")), re.DOTALL))
     return patterns
 
 
@@ -203,3 +205,16 @@ def test_no_module_imports_the_private_names_of_another_package() -> None:
             if names and parts[0] != package:
                 offences.append(f"{path.relative_to(CORE.parent)} imports {names} from {node.module}")
     assert not offences, offences
+
+
+def test_each_close_code_is_written_once_in_src() -> None:
+    """The close codes a client meets (1001-1015; 1000 is too common a number to search for)
+    are named once, in relaycore._texts, and used by name everywhere else."""
+    where = [
+        f"{path.relative_to(CORE.parent)}:{node.lineno}: {node.value}"
+        for path in SOURCES
+        if path.name != "_texts.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and type(node.value) is int and 1001 <= node.value <= 1015
+    ]
+    assert not where, f"close codes written as numbers: {where}"

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from relaycore import Answer, ClientSession, Hub, MessageOutbox
+from relaycore.texts import CLOSE_INTERNAL_ERROR, CLOSE_POLICY
 
 from .._door import connection_fields, event_class, log_ended, log_refused
 from ._scope import Receive, Scope, Send, client_address, target
@@ -151,7 +152,7 @@ async def _admit(hub: Hub, flush: Callable[[], None], scope: Scope, send: Send) 
                 session.client,
                 extra=connection_fields("upgrade.timeout", session),
             )
-            await send({"type": "websocket.close", "code": 1011})
+            await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
             return None
         answer = link.refusal
     if answer is not None:
@@ -169,7 +170,7 @@ async def _deny(scope: Scope, send: Send, status: int, headers: list[tuple[bytes
         await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 1008})
+        await send({"type": "websocket.close", "code": CLOSE_POLICY})
 
 
 async def _read(link: Link, receive: Receive, flush: Callable[[], None]) -> None:

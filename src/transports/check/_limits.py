@@ -6,6 +6,8 @@ import re
 
 import anyio
 
+from relaycore.texts import CLOSE_POLICY, CLOSE_TOO_BIG
+
 from ._expect import carrying, errors, expect, relayed, typed
 from ._registry import check
 from ._wire import Probe
@@ -42,7 +44,7 @@ async def _size_1009(p: Probe) -> str:
         tg.cancel_scope.cancel()
     end = frames[-1]
     expect(end.kind == "close", "the 200 KiB message was relayed (A's echo came back)")
-    expect(end.code == 1009, f"a 200 KiB message got close {end.code} {end.reason!r}, not 1009")
+    expect(end.code == CLOSE_TOO_BIG, f"a 200 KiB message got close {end.code} {end.reason!r}, not 1009")
     frames = await b.read_until(typed("leave"), "A's leave")
     expect(not relayed(frames), "B got the oversized message")
     return "close 1009, not relayed, then the leave"
@@ -67,7 +69,7 @@ async def _rate_limit(p: Probe) -> str:
     expect(not bad, f"unexpected error texts: {bad}")
     numbers = [int(RATE_WARNING.fullmatch(text).group(1)) for text in warnings]  # type: ignore[union-attr]
     expect(numbers == [1, 2, 3], f"warnings {numbers}, not 1, 2, 3 before the close")
-    expect(frames[-1].code == 1008, f"after 3 warnings the close is {frames[-1].code}, not 1008")
+    expect(frames[-1].code == CLOSE_POLICY, f"after 3 warnings the close is {frames[-1].code}, not 1008")
     got = relayed(await b.read_until(typed("leave"), "A's leave"))
     expect(len(got) < count, f"B got all {count} messages")
     return f"warnings 1-3, close 1008; B got {len(got)} of {count}"

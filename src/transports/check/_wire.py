@@ -38,6 +38,7 @@ from relaycore.client import (
     parse_url,
 )
 from relaycore.client import Refused as RefusedUpgrade
+from relaycore.texts import CLOSE_ABNORMAL
 from transports.client import ArgumentError, Refused
 
 from ._registry import Failed, Settings
@@ -186,7 +187,9 @@ class Peer:
             if isinstance(event, Binary):
                 return self._seen(Frame("binary", size=len(event.data)))
             if isinstance(event, Closed):
-                reason = event.reason or ("the connection ended without a close frame" if event.code == 1006 else "")
+                reason = event.reason or (
+                    "the connection ended without a close frame" if event.code == CLOSE_ABNORMAL else ""
+                )
                 self._end = self._seen(Frame("close", code=event.code, reason=reason))
                 with anyio.CancelScope(shield=True), suppress(*GONE):
                     await self.stream.aclose()  # the handshake is over: leave, as a client does

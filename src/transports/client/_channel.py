@@ -16,6 +16,16 @@ import msgspec
 
 from relaycore import RelayUsageError
 from relaycore.client import Address
+from relaycore.texts import (
+    CLOSE_ABNORMAL,
+    CLOSE_BAD_GATEWAY,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TRY_AGAIN_LATER,
+)
 
 from ._errors import ArgumentError, ChannelClosed, ProtocolError, Refused, UsageError
 from ._events import Close, Event, Frame, Join, Leave, Message, Reconnect, User, decode_frame, event_of
@@ -25,7 +35,16 @@ __all__ = ["BACKOFF_BASE", "FRAME_KINDS", "RETRY_CODES", "Channel", "ChannelStat
 
 BACKOFF_BASE = 0.1
 #: Close codes after which a dropped connection is dialled again (1006: no close frame).
-RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+RETRY_CODES = frozenset(
+    {
+        CLOSE_GOING_AWAY,
+        CLOSE_ABNORMAL,
+        CLOSE_INTERNAL_ERROR,
+        CLOSE_SERVICE_RESTART,
+        CLOSE_TRY_AGAIN_LATER,
+        CLOSE_BAD_GATEWAY,
+    }
+)
 #: The event names of :meth:`Channel.on`; a payload ``type`` among them is reached by "message".
 FRAME_KINDS = frozenset({"join", "leave", "message", "error", "reconnect", "close"})
 
@@ -125,10 +144,12 @@ class Channel:
                 return
             except RelayUsageError as exc:  # nothing written: the connection is ending
                 if not self._settings.reconnect:
-                    raise ChannelClosed(self.close_code or 1006, self.close_reason or "connection lost") from exc
+                    raise ChannelClosed(
+                        self.close_code or CLOSE_ABNORMAL, self.close_reason or "connection lost"
+                    ) from exc
                 await link.ended.wait()  # then the channel is RECONNECTING, or CLOSED
             except GONE as exc:  # the connection broke during the write: delivered or not
-                raise ChannelClosed(self.close_code or 1006, self.close_reason or "connection lost") from exc
+                raise ChannelClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason or "connection lost") from exc
 
     async def receive(self) -> Event:
         """The next event; raises :class:`ChannelClosed` once the channel is closed and drained."""
@@ -167,7 +188,7 @@ class Channel:
             self._tg.start_soon(self._dispatch)
         return self
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the channel (the close handshake, at most ``close_timeout``); events not yet
         consumed are dropped. Closing a closed channel does nothing."""
         if self._state in (ChannelState.OPEN, ChannelState.RECONNECTING):
@@ -229,7 +250,7 @@ class Channel:
                 await self._link.aclose()
                 self._link = None
             if self._state is not ChannelState.CLOSED:
-                self._finish(self.close_code or 1006, self.close_reason or "closed")
+                self._finish(self.close_code or CLOSE_ABNORMAL, self.close_reason or "closed")
             self._events_in.close()
             self._done.set()
 
@@ -246,7 +267,7 @@ class Channel:
             try:
                 event = event_of(decode_frame(text))
             except msgspec.DecodeError:
-                await link.close_frame(1002, "invalid frame from the relay")
+                await link.close_frame(CLOSE_PROTOCOL_ERROR, "invalid frame from the relay")
                 continue
             if event is not None:
                 self._follow(event)
@@ -319,7 +340,7 @@ class Channel:
             await self._call("close", Close(code=self.close_code, reason=self.close_reason))
         except Exception as exc:
             self._failure = exc
-            await self.close(1011, "handler failed")
+            await self.close(CLOSE_INTERNAL_ERROR, "handler failed")
             self._tg.cancel_scope.cancel()
         finally:
             self._dispatched.set()

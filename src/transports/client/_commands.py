@@ -22,6 +22,7 @@ import msgspec
 
 from relaycore import RelayValueError
 from relaycore.client import parse_url
+from relaycore.texts import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
 from ..logs import fail
 from ._connect import connect, http_push, push
@@ -108,7 +109,7 @@ async def _listen(url: str, options: dict[str, Any]) -> int:
         async for event in channel:
             _line(encode(event))
     code = channel.close_code
-    if code not in (None, 1000, 1001):
+    if code not in (None, CLOSE_NORMAL, CLOSE_GOING_AWAY):
         return _fail(UNREACHABLE, f"the relay closed the channel: {code} {channel.close_reason}".rstrip())
     return OK
 

@@ -21,6 +21,7 @@ import msgspec
 from relaycore import RelayValueError
 from relaycore.client import Address, ClientConnection, ClientEvent, ClientState, Closed, Text, parse_url
 from relaycore.client import Refused as RefusedUpgrade
+from relaycore.texts import CLOSE_ABNORMAL
 
 from ._errors import ArgumentError, ChannelClosed, ProtocolError, Refused
 from ._events import Frame, decode_frame
@@ -185,7 +186,7 @@ class Link:
                 return await read(self.stream)
             return b""  # our close frame got no answer in time: as good as gone
         except OSError as exc:
-            raise Ended(1006, str(exc)) from None
+            raise Ended(CLOSE_ABNORMAL, str(exc)) from None
 
     async def aclose(self) -> None:
         self.ended.set()
