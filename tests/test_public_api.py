@@ -26,7 +26,7 @@ PUBLIC = {
         "ClusterConfig", "ClusterHub", "Config", "ConfigError", "Connection", "Counters", "HTTPError", "Headers",
         "Hub", "JoinOptions", "JoinRequest", "JoiningSession", "LimitsConfig", "LocalBackplane", "Member",
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
-        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "Session", "SessionTransport",
+        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session", "SessionTransport",
         "State", "Tally", "UidSource",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
@@ -64,7 +64,7 @@ PATHS = [
 #: The console script's subcommands and the flags of each.
 COMMANDS = {
     "serve": ["--backend", "--certfile", "--config", "--host", "--keyfile", "--node-id", "--port", "--redis",
-              "--static", "--workers"],
+              "--static", "--uds", "--workers"],
     "listen": ["--alias", "--announce", "--backend", "--join-key", "--send-key"],
     "send": ["--alias", "--announce", "--backend", "--join-key", "--send-key", "--to"],
     "push": ["--send-key"],

@@ -18,6 +18,7 @@ from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
 from ._hub import Hub
+from ._limits import UNIX_PEER
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import MessageOutbox, Outbox
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
@@ -63,6 +64,7 @@ __all__ = [
     "SessionTransport",
     "State",
     "Tally",
+    "UNIX_PEER",
     "UidSource",
     "__version__",
     "channel_keys",

@@ -38,6 +38,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_keyfile: str = ""
     #: A directory whose files are served at ``/`` (empty: none); the relay's paths win.
     static_dir: str = ""
+    #: A Unix socket path to listen on instead of ``host`` and ``port`` (empty: TCP), for a
+    #: proxy on the same machine (nginx's ``proxy_pass http://unix:PATH``); the native server.
+    uds: str = ""
     #: The web origins (``scheme://host[:port]``) whose pages may open WebSockets and use the
     #: HTTP endpoints (CORS); ``"*"``: any, as a public relay. A request without ``Origin``
     #: (a program, not a page) is always let in.

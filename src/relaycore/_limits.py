@@ -16,10 +16,13 @@ from collections.abc import Iterable, Sequence
 
 from ._errors import RelayValueError
 
-__all__ = ["FORWARDED_HEADERS", "ClientLimiter", "TokenBucket", "TrustedProxies", "client_address"]
+__all__ = ["FORWARDED_HEADERS", "UNIX_PEER", "ClientLimiter", "TokenBucket", "TrustedProxies", "client_address"]
 
 #: The headers a proxy may name its client in; ``[server] forwarded_header`` picks one.
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+#: The address of a peer on a Unix socket (it has no IP); ``"unix"`` in ``trusted_proxies``
+#: trusts a proxy that connects through the relay's Unix socket.
+UNIX_PEER = "unix"
 #: RFC 7239's word for a node it cannot name (section 6.2); also the hop of an element
 #: that has no ``for=`` pair.
 UNKNOWN = "unknown"
@@ -93,6 +96,8 @@ class TrustedProxies:
     >>> proxies = TrustedProxies(["10.0.0.0/8"], header="Forwarded")
     >>> proxies.header, "10.1.2.3" in proxies, "::ffff:10.1.2.3" in proxies, "unknown" in proxies
     (b'forwarded', True, True, False)
+    >>> UNIX_PEER in TrustedProxies(["unix"]), UNIX_PEER in proxies, "unix" in TrustedProxies(["::1"])
+    (True, False, False)
     """
 
     def __init__(self, entries: Iterable[str], header: str = "x-forwarded-for") -> None:
@@ -101,12 +106,17 @@ class TrustedProxies:
             raise RelayValueError(f"the header must be {' or '.join(map(repr, FORWARDED_HEADERS))}, not {header!r}")
         #: The header's name as h11 spells it (lower case).
         self.header = name.encode("ascii")
-        self._networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
+        entries = list(entries)
+        #: Whether a peer on a Unix socket (:data:`UNIX_PEER`) is a trusted proxy.
+        self.unix = UNIX_PEER in entries
+        self._networks = [ipaddress.ip_network(entry, strict=False) for entry in entries if entry != UNIX_PEER]
 
     def __bool__(self) -> bool:
-        return bool(self._networks)
+        return bool(self._networks) or self.unix
 
     def __contains__(self, address: str) -> bool:
+        if address == UNIX_PEER:
+            return self.unix
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

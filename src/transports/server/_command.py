@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"], help="event loop")
     parser.add_argument("--certfile", default=None, help="serve TLS (wss://) with this PEM certificate chain")
     parser.add_argument("--keyfile", default=None, help="the certificate's private key (if not in --certfile)")
+    parser.add_argument(
+        "--uds", default=None, metavar="PATH", help="listen on this Unix socket instead of --host/--port"
+    )
     parser.add_argument("--static", default=None, metavar="DIR", help="serve the files in DIR at / (beside the relay)")
     parser.add_argument("--redis", default=None, metavar="URL", help="join the cluster on this Redis (redis://...)")
     parser.add_argument("--node-id", default=None, metavar="ID", help="this relay's name in the cluster")
@@ -62,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else config.server.host
     port = args.port if args.port is not None else config.server.port
     if args.workers > 1:
+        if config.server.uds:
+            fail(f"--workers {args.workers} shares a TCP port; it cannot listen on a Unix socket (--uds)")
+            return 2
         return _serve_workers(args, config, host, port)
     return _serve_one(args, config, host, port)
 
@@ -75,6 +81,8 @@ def _config(args: argparse.Namespace) -> Config | None:
         return None
     if args.static is not None:
         config.server.static_dir = args.static
+    if args.uds is not None:
+        config.server.uds = args.uds
     if args.certfile is not None:
         config.server.tls_certfile = args.certfile
     if args.keyfile is not None:
@@ -116,9 +124,13 @@ def _serve_one(args: argparse.Namespace, config: Config, host: str, port: int) -
         fail(f"cannot load the TLS certificate: {exc}")
         return 2
     try:
-        server.bind(host, port, reuse_port=args.reuse_port)
+        if config.server.uds:
+            server.bind()
+        else:
+            server.bind(host, port, reuse_port=args.reuse_port)
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc}")
+        where = config.server.uds or f"{host}:{port}"
+        fail(f"cannot listen on {where}: {exc}")
         return 1
     # A second Ctrl-C during the graceful drain stops at once, without a traceback.
     with contextlib.suppress(KeyboardInterrupt):
@@ -188,7 +200,7 @@ def _announce(addresses: Sequence[tuple[str, int]], tls: bool, how: str) -> None
     for addr_host, addr_port in addresses:
         shown = f"[{addr_host}]" if ":" in addr_host else addr_host
         scheme = "wss" if tls else "ws"
-        address = f"{scheme}://{shown}:{addr_port}"
+        address = f"unix:{addr_host}" if addr_host.startswith("/") else f"{scheme}://{shown}:{addr_port}"
         log.info(
             "relaycore %s listening on %s (%s)",
             __version__,

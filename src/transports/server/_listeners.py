@@ -20,19 +20,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 import ssl
+import stat
 from collections.abc import Sequence
 from typing import Any
 
-from relaycore import Connection
+from relaycore import UNIX_PEER, Connection
 
 from .._door import DoorRoutes
 from . import _tls
 from ._io import PeerIO
 from ._peers import READ, Peer
 
-__all__ = ["ACCEPT_BURST", "ACCEPT_RETRY", "Accepting", "Listener", "address", "bind", "reserve_port"]
+__all__ = ["ACCEPT_BURST", "ACCEPT_RETRY", "Accepting", "Listener", "address", "bind", "bind_unix", "reserve_port"]
 
 log = logging.getLogger("relaycore.server")
 
@@ -83,9 +85,33 @@ def bind(host: str | Sequence[str], port: int, *, reuse_port: bool = False) -> l
 
 
 def address(sock: socket.socket) -> tuple[str, int]:
-    """A bound socket's (host, port)."""
+    """A bound socket's (host, port); a Unix socket's is (its path, 0)."""
     name: Any = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return str(name), 0
     return str(name[0]), int(name[1])
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix socket at ``path``, non-blocking.
+
+    A socket file left there by a relay that did not stop cleanly is replaced; any other
+    file is not (OSError). The socket is open to every local user, as a loopback port is:
+    restrict who reaches it with the permissions of its directory.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        sock.listen(4096)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def reserve_port(host: str, port: int) -> list[socket.socket]:
@@ -156,6 +182,9 @@ class Accepting(PeerIO):
             if self._selector is not None:
                 with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(sock)
+            if sock.family == socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    os.unlink(sock.getsockname())
             sock.close()
         self._listeners = []
 
@@ -174,7 +203,7 @@ class Accepting(PeerIO):
                 # firewall said no (EPERM): that client's problem, not the server's.
                 log.debug("accept failed: %s; skipped", exc, extra={"event": "accept.failed"})
                 continue
-            client = str(addr[0]) if isinstance(addr, tuple) else ""
+            client = str(addr[0]) if isinstance(addr, tuple) else UNIX_PEER
             try:
                 self._adopt(sock, client)
             except OSError as exc:  # the socket died between accept() and now
@@ -184,7 +213,8 @@ class Accepting(PeerIO):
     def _adopt(self, sock: socket.socket, client: str) -> None:
         """Make an accepted socket a peer: non-blocking, watched by the selector."""
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = Peer(sock, Connection(self.hub, client=client, routes=self.routes))
         peer.conn.outbox.peer = peer
         if self.ssl_context is not None:

@@ -20,7 +20,7 @@ from relaycore import Clock, Config, Hub, State, UidSource
 
 from .._door import door_hub, door_parts
 from . import _tls
-from ._listeners import Listener, address, bind
+from ._listeners import Listener, address, bind, bind_unix
 from ._peers import READ, Peer, Phase
 from ._poll import Polling
 
@@ -120,6 +120,10 @@ class RelayServer(Polling):
         processes (``relaycore serve --workers N``) listen on one port and the kernel
         spreads the connections among them.
         """
+        if self.config.server.uds and host is None and port is None:
+            self._listeners = [bind_unix(self.config.server.uds)]
+            self.addresses = [address(sock) for sock in self._listeners]
+            return self.addresses
         host = self.config.server.host if host is None else host
         port = self.config.server.port if port is None else port
         self._listeners = bind(host, port, reuse_port=reuse_port)
