@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,109 +142,131 @@ async def open_page(browser: Browser, http_port: int) -> Page:
     return page
 
 
-async def test_push_from_another_origin(site: Path, tmp_path: Path) -> None:
-    with static_server(site) as http_port, anyio.fail_after(TEST_TIMEOUT):
-        async with running(relay_config(["*"])) as relay, chromium(tmp_path / "chromium") as browser:
-            relay_url = f"http://127.0.0.1:{relay.port}"
-            async with connect(f"ws://127.0.0.1:{relay.port}/c/{CHANNEL}") as member:
-                page = await open_page(browser, http_port)
-                value = {"type": "alert", "text": "from the page", "level": 3}
-                answer = await page.evaluate(f"push({json.dumps(relay_url)}, {json.dumps(KEY)}, {json.dumps(value)})")
-                assert answer == {"status": 200, "body": {"ok": True, "recipients": 1}}, answer
-                event = await next_event(member, "the page's push")
-                assert isinstance(event, Message) and event.message == value, event
-                assert event.uid is None and event.alias is None and isinstance(event.date, int), event
+@dataclass
+class Scene:
+    """A relay, and the page from another origin (served on ``http_port``) open in Chromium."""
 
-            # What the browser was told: any origin may read (and the preflight let it send).
-            origin = f"http://127.0.0.1:{http_port}"
-            preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
-            status, headers, _ = await ask(relay.port, "OPTIONS", f"/push/{CHANNEL}", preflight)
-            assert status == 204 and headers["access-control-allow-origin"] == "*", (status, headers)
+    http_port: int
+    relay: Any
+    page: Page
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def relay_url(self) -> str:
+        return f"http://127.0.0.1:{self.relay.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.relay.port}/c/{CHANNEL}"
+
+    async def push(self, value: Any) -> Any:
+        """The page pushes ``value`` to CHANNEL: what its ``fetch`` gave."""
+        return await self.page.evaluate(f"push({json.dumps(self.relay_url)}, {json.dumps(KEY)}, {json.dumps(value)})")
+
+
+@asynccontextmanager
+async def cross_origin_page(site: Path, tmp_path: Path, allowed: Callable[[int], list[str]]) -> AsyncIterator[Scene]:
+    """The page of ``site`` open in Chromium, and a relay whose ``allowed_origins`` is
+    ``allowed(http_port)``, for the block (which has TEST_TIMEOUT)."""
+    with static_server(site) as http_port, anyio.fail_after(TEST_TIMEOUT):
+        async with running(relay_config(allowed(http_port))) as relay, chromium(tmp_path / "chromium") as browser:
+            yield Scene(http_port, relay, await open_page(browser, http_port))
+
+
+async def test_push_from_another_origin(site: Path, tmp_path: Path) -> None:
+    async with cross_origin_page(site, tmp_path, lambda _: ["*"]) as scene:
+        async with connect(scene.ws_url) as member:
+            value = {"type": "alert", "text": "from the page", "level": 3}
+            answer = await scene.push(value)
+            assert answer == {"status": 200, "body": {"ok": True, "recipients": 1}}, answer
+            event = await next_event(member, "the page's push")
+            assert isinstance(event, Message) and event.message == value, event
+            assert event.uid is None and event.alias is None and isinstance(event.date, int), event
+
+        # What the browser was told: any origin may read (and the preflight let it send).
+        preflight = {"Origin": scene.origin, "Access-Control-Request-Method": "POST"}
+        status, headers, _ = await ask(scene.relay.port, "OPTIONS", f"/push/{CHANNEL}", preflight)
+        assert status == 204 and headers["access-control-allow-origin"] == "*", (status, headers)
+
+
+def a_neighbour(http_port: int) -> list[str]:
+    """Only the origin on the port next to the page's."""
+    return [f"http://127.0.0.1:{http_port + 1 if http_port < 65535 else http_port - 1}"]
 
 
 async def test_a_disallowed_origin_is_refused(site: Path, tmp_path: Path) -> None:
-    with static_server(site) as http_port, anyio.fail_after(TEST_TIMEOUT):
-        origin = f"http://127.0.0.1:{http_port}"
-        other = f"http://127.0.0.1:{http_port + 1 if http_port < 65535 else http_port - 1}"
-        async with running(relay_config([other])) as relay, chromium(tmp_path / "chromium") as browser:
-            relay_url = f"http://127.0.0.1:{relay.port}"
-            async with connect(f"ws://127.0.0.1:{relay.port}/c/{CHANNEL}") as member:
-                page = await open_page(browser, http_port)
+    async with cross_origin_page(site, tmp_path, a_neighbour) as scene, connect(scene.ws_url) as member:
+        origin, port = scene.origin, scene.relay.port
 
-                # The page's WebSocket never opens.
-                ws_url = f"ws://127.0.0.1:{relay.port}/c/{CHANNEL}"
-                outcome = await page.evaluate(f"openSocket({json.dumps(ws_url)}, 4000)")
-                assert outcome == {"opened": False, "error": True, "frames": [], "code": 1006}, outcome
-                # ... because the relay answered its upgrade 403 (the same request from Python).
-                status, _, body = await ask(relay.port, "GET", f"/c/{CHANNEL}", upgrade_headers(origin))
-                assert (status, body) == (403, b"Origin not allowed."), (status, body)
+        # The page's WebSocket never opens.
+        outcome = await scene.page.evaluate(f"openSocket({json.dumps(scene.ws_url)}, 4000)")
+        assert outcome == {"opened": False, "error": True, "frames": [], "code": 1006}, outcome
+        # ... because the relay answered its upgrade 403 (the same request from Python).
+        status, _, body = await ask(port, "GET", f"/c/{CHANNEL}", upgrade_headers(origin))
+        assert (status, body) == (403, b"Origin not allowed."), (status, body)
 
-                # The page's push: the browser stops it at the preflight.
-                value = {"type": "alert", "text": "should not arrive"}
-                answer = await page.evaluate(f"push({json.dumps(relay_url)}, {json.dumps(KEY)}, {json.dumps(value)})")
-                assert answer.get("error") == "TypeError", answer
-                # The preflight's answer has no CORS header for that origin ...
-                preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
-                status, headers, _ = await ask(relay.port, "OPTIONS", f"/push/{CHANNEL}", preflight)
-                assert status == 204 and "access-control-allow-origin" not in headers, (status, headers)
-                # ... and a push with that Origin (a client that skips the preflight) is refused anyway.
-                post = {"Origin": origin, "content-type": "application/json", "x-send-key": KEY}
-                status, headers, body = await ask(
-                    relay.port, "POST", f"/push/{CHANNEL}", post, json.dumps(value).encode()
-                )
-                assert status == 403 and "access-control-allow-origin" not in headers, (status, headers)
-                assert json.loads(body) == {"ok": False, "error": "Origin not allowed."}, body
+        # The page's push: the browser stops it at the preflight.
+        value = {"type": "alert", "text": "should not arrive"}
+        answer = await scene.push(value)
+        assert answer.get("error") == "TypeError", answer
+        # The preflight's answer has no CORS header for that origin ...
+        preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        status, headers, _ = await ask(port, "OPTIONS", f"/push/{CHANNEL}", preflight)
+        assert status == 204 and "access-control-allow-origin" not in headers, (status, headers)
+        # ... and a push with that Origin (a client that skips the preflight) is refused anyway.
+        post = {"Origin": origin, "content-type": "application/json", "x-send-key": KEY}
+        status, headers, body = await ask(port, "POST", f"/push/{CHANNEL}", post, json.dumps(value).encode())
+        assert status == 403 and "access-control-allow-origin" not in headers, (status, headers)
+        assert json.loads(body) == {"ok": False, "error": "Origin not allowed."}, body
 
-                # Nothing reached the member (no push, no join of the page's socket): the
-                # marker pushed now (no Origin: a program) is the first thing it gets.
-                assert await http_push(relay_url, CHANNEL, {"marker": 1}, send_key=KEY) == 1
-                event = await next_event(member, "the marker")
-                assert isinstance(event, Message) and event.message == {"marker": 1}, event
+        # Nothing reached the member (no push, no join of the page's socket): the
+        # marker pushed now (no Origin: a program) is the first thing it gets.
+        assert await http_push(scene.relay_url, CHANNEL, {"marker": 1}, send_key=KEY) == 1
+        event = await next_event(member, "the marker")
+        assert isinstance(event, Message) and event.message == {"marker": 1}, event
 
 
 async def test_exactly_the_page_origin_is_allowed(site: Path, tmp_path: Path) -> None:
-    with static_server(site) as http_port, anyio.fail_after(TEST_TIMEOUT):
-        origin = f"http://127.0.0.1:{http_port}"
-        async with running(relay_config([origin])) as relay, chromium(tmp_path / "chromium") as browser:
-            relay_url = f"http://127.0.0.1:{relay.port}"
-            async with connect(f"ws://127.0.0.1:{relay.port}/c/{CHANNEL}") as member:
-                page = await open_page(browser, http_port)
+    async with cross_origin_page(site, tmp_path, lambda http_port: [f"http://127.0.0.1:{http_port}"]) as scene:
+        origin, page = scene.origin, scene.page
+        async with connect(scene.ws_url) as member:
+            # The page's WebSocket opens: its first frame is the self-join; the member sees it join.
+            await page.evaluate(f"window.socket = openSocket({json.dumps(scene.ws_url)}, 60000), null")
+            await page.wait_for("sockets[0].readyState === WebSocket.OPEN", "the page's WebSocket to open")
+            event = await next_event(member, "the page's join")
+            assert event.type == "join" and event.total == 2, event
 
-                # The page's WebSocket opens: its first frame is the self-join; the member sees it join.
-                ws_url = f"ws://127.0.0.1:{relay.port}/c/{CHANNEL}"
-                await page.evaluate(f"window.socket = openSocket({json.dumps(ws_url)}, 60000), null")
-                await page.wait_for("sockets[0].readyState === WebSocket.OPEN", "the page's WebSocket to open")
-                event = await next_event(member, "the page's join")
-                assert event.type == "join" and event.total == 2, event
+            # Its push reaches both members; the page may read the answer.
+            value = {"type": "alert", "text": "allowed"}
+            answer = await scene.push(value)
+            assert answer == {"status": 200, "body": {"ok": True, "recipients": 2}}, answer
+            event = await next_event(member, "the page's push")
+            assert isinstance(event, Message) and event.message == value and event.uid is None, event
+            await page.evaluate("sockets[0].close()")
+            outcome = await page.evaluate("window.socket")
+            assert outcome["opened"] is True and outcome["code"] == 1005, outcome
+            first, pushed = outcome["frames"]
+            assert first["type"] == "join" and first["self"] is True and first["total"] == 2, first
+            assert pushed["message"] == value and "uid" not in pushed, pushed
 
-                # Its push reaches both members; the page may read the answer.
-                value = {"type": "alert", "text": "allowed"}
-                answer = await page.evaluate(f"push({json.dumps(relay_url)}, {json.dumps(KEY)}, {json.dumps(value)})")
-                assert answer == {"status": 200, "body": {"ok": True, "recipients": 2}}, answer
-                event = await next_event(member, "the page's push")
-                assert isinstance(event, Message) and event.message == value and event.uid is None, event
-                await page.evaluate("sockets[0].close()")
-                outcome = await page.evaluate("window.socket")
-                assert outcome["opened"] is True and outcome["code"] == 1005, outcome
-                first, pushed = outcome["frames"]
-                assert first["type"] == "join" and first["self"] is True and first["total"] == 2, first
-                assert pushed["message"] == value and "uid" not in pushed, pushed
-
-            # The answers name the page's origin, and vary by it.
-            preflight = {
-                "Origin": origin,
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "content-type,x-send-key",
-            }
-            status, headers, _ = await ask(relay.port, "OPTIONS", f"/push/{CHANNEL}", preflight)
-            assert status == 204, status
-            assert headers["access-control-allow-origin"] == origin
-            assert "POST" in headers["access-control-allow-methods"]
-            assert headers["access-control-allow-headers"] == "content-type, x-send-key"
-            assert headers["access-control-max-age"] == "7200" and headers["vary"].lower() == "origin"
-            post = {"Origin": origin, "content-type": "application/json", "x-send-key": KEY}
-            status, headers, body = await ask(relay.port, "POST", f"/push/{CHANNEL}", post, b'"hi"')
-            assert (status, json.loads(body)) == (200, {"ok": True, "recipients": 0}), body
-            assert headers["access-control-allow-origin"] == origin and headers["vary"].lower() == "origin"
-            status, headers, _ = await ask(relay.port, "GET", "/health", {"Origin": origin})
-            assert status == 200 and headers["access-control-allow-origin"] == origin, headers
+        # The answers name the page's origin, and vary by it.
+        preflight = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-send-key",
+        }
+        status, headers, _ = await ask(scene.relay.port, "OPTIONS", f"/push/{CHANNEL}", preflight)
+        assert status == 204, status
+        assert headers["access-control-allow-origin"] == origin
+        assert "POST" in headers["access-control-allow-methods"]
+        assert headers["access-control-allow-headers"] == "content-type, x-send-key"
+        assert headers["access-control-max-age"] == "7200" and headers["vary"].lower() == "origin"
+        post = {"Origin": origin, "content-type": "application/json", "x-send-key": KEY}
+        status, headers, body = await ask(scene.relay.port, "POST", f"/push/{CHANNEL}", post, b'"hi"')
+        assert (status, json.loads(body)) == (200, {"ok": True, "recipients": 0}), body
+        assert headers["access-control-allow-origin"] == origin and headers["vary"].lower() == "origin"
+        status, headers, _ = await ask(scene.relay.port, "GET", "/health", {"Origin": origin})
+        assert status == 200 and headers["access-control-allow-origin"] == origin, headers

@@ -1,8 +1,12 @@
-"""Byte-level helpers for driving a :class:`relaycore.Connection` without sockets.
+"""Byte-level helpers for the tests: the one home of frame and HTTP building and parsing.
 
-- client side: HTTP requests and MASKED WebSocket frames, built by hand so that the
-  tests do not trust the same library the core uses;
+- client side: HTTP requests and MASKED WebSocket frames, built by hand (over
+  :func:`relaycore.client.client_frame`, the one masked-frame encoder) so that the tests do
+  not trust the same library the core uses;
 - server side: a parser for the HTTP responses and the (unmasked) frames the core writes.
+
+The core's tests drive a :class:`relaycore.Connection` with them directly; the transport
+tests' raw socket peer (``tests/transports/rawws.py``) builds and reads its bytes with them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,8 @@ from typing import Any
 from relaycore import Connection, Hub, State
 from relaycore.client import client_frame as frame_of_client
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+#: The opcodes of RFC 6455 section 5.2.
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 #: The example key of RFC 6455 section 1.3, and the accept value it must produce.
 SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -67,9 +67,13 @@ def ping(payload: bytes = b"") -> bytes:
     return client_frame(OP_PING, payload)
 
 
+def close_payload(code: int | None = 1000, reason: str = "") -> bytes:
+    """The payload of a close frame: the code and the UTF-8 reason (None: no code, no reason)."""
+    return b"" if code is None else struct.pack("!H", code) + reason.encode()
+
+
 def close(code: int | None = 1000, reason: str = "") -> bytes:
-    payload = b"" if code is None else struct.pack("!H", code) + reason.encode()
-    return client_frame(OP_CLOSE, payload)
+    return client_frame(OP_CLOSE, close_payload(code, reason))
 
 
 def request(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
@@ -120,6 +124,33 @@ class Frame:
         return self.payload[2:].decode()
 
 
+def head_size(second: int, *, masked: bool = False) -> int:
+    """How many bytes a frame's head takes, from its second byte (the length field's size,
+    and the mask key's if ``masked``)."""
+    extended = {126: 2, 127: 8}.get(second & 0x7F, 0)
+    return 2 + extended + (4 if masked else 0)
+
+
+def read_head(head: bytes, *, masked: bool = False) -> tuple[bool, int, int, bytes]:
+    """A whole frame head (:func:`head_size` bytes): fin, opcode, payload length and mask key.
+
+    Fails on reserved bits, and on a frame masked when it must not be (or the reverse).
+    """
+    b0, b1 = head[0], head[1]
+    assert b0 & 0x70 == 0, "reserved bits set in a frame"
+    assert bool(b1 & 0x80) == masked, "a client frame must be masked" if masked else "a server frame must not be"
+    n = b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack_from("!H", head, 2)
+    elif n == 127:
+        (n,) = struct.unpack_from("!Q", head, 2)
+    return bool(b0 & 0x80), b0 & 0x0F, n, head[-4:] if masked else b""
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    return bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
 def parse_frames(data: bytes, *, masked: bool = False) -> list[Frame]:
     """Split server bytes into frames; fails on a masked, reserved-bit or truncated frame.
 
@@ -128,27 +159,32 @@ def parse_frames(data: bytes, *, masked: bool = False) -> list[Frame]:
     frames: list[Frame] = []
     pos = 0
     while pos < len(data):
-        b0, b1 = data[pos], data[pos + 1]
-        assert b0 & 0x70 == 0, "reserved bits set in a frame"
-        assert bool(b1 & 0x80) == masked, "a client frame must be masked" if masked else "a server frame must not be"
-        n = b1 & 0x7F
-        pos += 2
-        if n == 126:
-            (n,) = struct.unpack_from("!H", data, pos)
-            pos += 2
-        elif n == 127:
-            (n,) = struct.unpack_from("!Q", data, pos)
-            pos += 8
-        mask = b""
-        if masked:
-            mask, pos = data[pos : pos + 4], pos + 4
+        size = head_size(data[pos + 1], masked=masked)
+        fin, opcode, n, mask = read_head(data[pos : pos + size], masked=masked)
+        pos += size
         assert pos + n <= len(data), "truncated frame"
         payload = data[pos : pos + n]
-        if masked:
-            payload = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        frames.append(Frame(bool(b0 & 0x80), b0 & 0x0F, payload))
+        frames.append(Frame(fin, opcode, unmask(payload, mask) if masked else payload))
         pos += n
     return frames
+
+
+def take_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Remove every complete server frame from ``buffer`` (bytes as a socket delivers them,
+    a frame perhaps cut anywhere): (opcode, payload) in order; an incomplete one stays."""
+    out: list[tuple[int, bytes]] = []
+    pos, end = 0, len(buffer)
+    while end - pos >= 2:
+        start = pos + head_size(buffer[pos + 1])
+        if start > end:
+            break
+        _, opcode, n, _ = read_head(bytes(buffer[pos:start]))
+        if start + n > end:
+            break
+        out.append((opcode, bytes(buffer[start : start + n])))
+        pos = start + n
+    del buffer[:pos]
+    return out
 
 
 @dataclass(frozen=True)
@@ -163,18 +199,24 @@ class Response:
         return json.loads(self.body)
 
 
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (names lower-cased) of an HTTP response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ")[1]), headers
+
+
 def parse_response(data: bytes) -> tuple[Response, bytes]:
     """Parse one HTTP response from the front of ``data``; return it and what follows."""
     head, sep, rest = data.partition(b"\r\n\r\n")
     assert sep, f"incomplete HTTP response head: {data[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    version, status, *_ = lines[0].split(" ", 2)
-    assert version == "HTTP/1.1", lines[0]
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    code = int(status)
+    status_line = head.decode("latin-1").partition("\r\n")[0]
+    assert status_line.split(" ", 1)[0] == "HTTP/1.1", status_line
+    code, headers = parse_head(head)
     if code == 101 or code == 204 or code == 304:
         return Response(code, headers, b""), rest
     length = int(headers["content-length"])

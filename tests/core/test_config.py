@@ -90,16 +90,17 @@ def test_unknown_key_is_an_error_naming_the_key(toml: bytes, key: str) -> None:
     assert key in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("toml", "key"),
-    [
-        (b"[server]\nport = 'eighty'\n", "port"),
-        (b"[limits]\nmax_message_bytes = 'big'\n", "max_message_bytes"),
-        (b"[server]\ntrusted_proxies = 5\n", "trusted_proxies"),
-        (b"[namespaces.'a']\nsend_key = 5\n", "send_key"),
-        (b"limits = 5\n", "limits"),
-    ],
-)
+#: A value of the wrong type, and the key its error must name.
+WRONG_TYPES = {
+    b"[server]\nport = 'eighty'\n": "port",
+    b"[limits]\nmax_message_bytes = 'big'\n": "max_message_bytes",
+    b"[server]\ntrusted_proxies = 5\n": "trusted_proxies",
+    b"[namespaces.'a']\nsend_key = 5\n": "send_key",
+    b"limits = 5\n": "limits",
+}
+
+
+@pytest.mark.parametrize(("toml", "key"), WRONG_TYPES.items())
 def test_wrong_type_is_an_error_naming_the_key(toml: bytes, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         Config.from_toml(toml, env={})

@@ -142,24 +142,25 @@ def test_a_stray_quote_from_the_client_cannot_swallow_the_appended_element() -> 
 # -- X-Forwarded-For hops -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("hop", "client"),
-    [
-        ("203.0.113.7", "203.0.113.7"),
-        ("203.0.113.7:5678", "203.0.113.7"),
-        (" 203.0.113.7 ", "203.0.113.7"),
-        ("\t203.0.113.7:1\t", "203.0.113.7"),
-        ("2001:db8::1", "2001:db8::1"),
-        ("[2001:db8::1]", "2001:db8::1"),
-        ("[2001:db8::1]:4711", "2001:db8::1"),
-        ("2001:DB8:0::1", "2001:db8::1"),
-        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
-        ("[2001:DB8::1]:4711", "2001:db8::1"),
-        ("fe80::1%eth0", "fe80::1"),
-        ("::ffff:203.0.113.7", "203.0.113.7"),
-        ("[::ffff:cb00:7107]:80", "203.0.113.7"),
-    ],
-)
+#: X-Forwarded-For hops as proxies write them, and the client address each stands for.
+XFF_HOPS = {
+    "203.0.113.7": "203.0.113.7",
+    "203.0.113.7:5678": "203.0.113.7",
+    " 203.0.113.7 ": "203.0.113.7",
+    "\t203.0.113.7:1\t": "203.0.113.7",
+    "2001:db8::1": "2001:db8::1",
+    "[2001:db8::1]": "2001:db8::1",
+    "[2001:db8::1]:4711": "2001:db8::1",
+    "2001:DB8:0::1": "2001:db8::1",
+    "2001:0db8:0000:0000:0000:0000:0000:0001": "2001:db8::1",
+    "[2001:DB8::1]:4711": "2001:db8::1",
+    "fe80::1%eth0": "fe80::1",
+    "::ffff:203.0.113.7": "203.0.113.7",
+    "[::ffff:cb00:7107]:80": "203.0.113.7",
+}
+
+
+@pytest.mark.parametrize(("hop", "client"), XFF_HOPS.items())
 def test_x_forwarded_for_hop_forms(hop: str, client: str) -> None:
     assert client_address(PROXY, xff(f"198.51.100.1, {hop}"), XFF) == client
 
@@ -276,6 +277,16 @@ _LINE = st.one_of(_TRICKY.map(lambda text: text.encode("latin-1")), st.binary(ma
 _NAME = st.sampled_from([b"x-forwarded-for", b"forwarded", b"x-real-ip"])
 _CLIENT_LINES = st.lists(st.tuples(_NAME, _LINE), max_size=6)
 _REAL = st.ip_addresses().filter(lambda ip: str(ip) not in XFF)
+#: A chain of one trusted proxy: what the client sent, its real address, how the proxy adds
+#: its hop to the header (nginx's merge, a line of its own, or appended) and how it spells it.
+_CHAIN = {
+    "lines": _CLIENT_LINES,
+    "real": _REAL,
+    "how": st.sampled_from(["append", "merge", "line"]),
+    "exploded": st.booleans(),
+    "upper": st.booleans(),
+    "port": st.booleans(),
+}
 
 
 def _counted(ip: IP) -> str:
@@ -302,14 +313,7 @@ def _proxy_adds(lines: Headers, header: bytes, hop: str, how: str) -> Headers:
 
 
 @settings(derandomize=True, max_examples=400, deadline=None, database=None)
-@given(
-    lines=_CLIENT_LINES,
-    real=_REAL,
-    how=st.sampled_from(["append", "merge", "line"]),
-    exploded=st.booleans(),
-    upper=st.booleans(),
-    port=st.booleans(),
-)
+@given(**_CHAIN)
 def test_whatever_a_client_sends_the_x_forwarded_for_it_is_counted_as_its_real_address(
     lines: Headers, real: IP, how: str, exploded: bool, upper: bool, port: bool
 ) -> None:
@@ -322,12 +326,7 @@ def test_whatever_a_client_sends_the_x_forwarded_for_it_is_counted_as_its_real_a
 
 @settings(derandomize=True, max_examples=400, deadline=None, database=None)
 @given(
-    lines=_CLIENT_LINES,
-    real=_REAL,
-    how=st.sampled_from(["append", "merge", "line"]),
-    exploded=st.booleans(),
-    upper=st.booleans(),
-    port=st.booleans(),
+    **_CHAIN,
     extra=st.sampled_from(["", ";proto=https", "proto=http;", ';host="relay.example:443"']),
 )
 def test_whatever_a_client_sends_the_forwarded_it_is_counted_as_its_real_address(

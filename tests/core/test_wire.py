@@ -84,30 +84,20 @@ def test_user_entry_omits_alias_and_self_when_absent() -> None:
     assert _decoded(UserEntry(uid="def456", is_self=True)) == {"uid": "def456", "self": True}
 
 
-def test_join_frame_anonymous_and_announced() -> None:
-    assert _decoded(JoinFrame(total=6, date=DATE)) == {"type": "join", "total": 6, "date": DATE}
-    assert _decoded(JoinFrame(uid="def456", alias="Bob", total=6, date=DATE)) == {
-        "type": "join",
+@pytest.mark.parametrize(("frame_type", "kind", "total"), [(JoinFrame, "join", 6), (LeaveFrame, "leave", 5)])
+def test_join_and_leave_frames_anonymous_and_announced(frame_type: Any, kind: str, total: int) -> None:
+    assert _decoded(frame_type(total=total, date=DATE)) == {"type": kind, "total": total, "date": DATE}
+    assert _decoded(frame_type(uid="def456", alias="Bob", total=total, date=DATE)) == {
+        "type": kind,
         "uid": "def456",
         "alias": "Bob",
-        "total": 6,
+        "total": total,
         "date": DATE,
     }
-    assert _decoded(JoinFrame(uid="def456", total=6, date=DATE)) == {
-        "type": "join",
+    assert _decoded(frame_type(uid="def456", total=total, date=DATE)) == {
+        "type": kind,
         "uid": "def456",
-        "total": 6,
-        "date": DATE,
-    }
-
-
-def test_leave_frame_anonymous_and_announced() -> None:
-    assert _decoded(LeaveFrame(total=5, date=DATE)) == {"type": "leave", "total": 5, "date": DATE}
-    assert _decoded(LeaveFrame(uid="def456", alias="Bob", total=5, date=DATE)) == {
-        "type": "leave",
-        "uid": "def456",
-        "alias": "Bob",
-        "total": 5,
+        "total": total,
         "date": DATE,
     }
 

@@ -11,24 +11,45 @@ import json
 import os
 import socket
 import ssl
-import struct
 from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
 
-from relaycore.client import client_frame
+from core._frames import OP_BINARY as BINARY
+from core._frames import OP_CLOSE as CLOSE
+from core._frames import OP_CONTINUATION as CONTINUATION
+from core._frames import OP_PING as PING
+from core._frames import OP_PONG as PONG
+from core._frames import OP_TEXT as TEXT
+from core._frames import Frame, client_frame, close_payload, head_size, parse_head, read_head
 
 TIMEOUT = 5.0
 
-TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+__all__ = [
+    "BINARY",
+    "CLOSE",
+    "CONTINUATION",
+    "PING",
+    "PONG",
+    "TEXT",
+    "TIMEOUT",
+    "RawPeer",
+    "close_frame",
+    "frame",
+    "http",
+    "post",
+    "text",
+    "upgrade_request",
+    "upgrade_status",
+]
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
-    """One client frame, masked with a random key as RFC 6455 asks of clients (``mask=False``:
-    unmasked, which a server must refuse)."""
-    return client_frame(opcode, payload, os.urandom(4) if mask else None, fin=fin, rsv=rsv)
+    """One client frame (:func:`core._frames.client_frame`), masked with a random key as RFC
+    6455 asks of clients (``mask=False``: unmasked, which a server must refuse)."""
+    return client_frame(opcode, payload, fin=fin, rsv=rsv, mask=os.urandom(4) if mask else None)
 
 
 def text(data: str | bytes) -> bytes:
@@ -36,7 +57,17 @@ def text(data: str | bytes) -> bytes:
 
 
 def close_frame(code: int = 1000, reason: str = "") -> bytes:
-    return frame(CLOSE, struct.pack("!H", code) + reason.encode())
+    return frame(CLOSE, close_payload(code, reason))
+
+
+def upgrade_request(path: str, headers: str = "") -> bytes:
+    """A valid WebSocket upgrade request for ``path`` with a fresh key, as bytes to write on a
+    raw socket (``headers``: more header lines, each ending in CRLF)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    ).encode()
 
 
 class _SmallWindowSocket(anyio.abc.ByteStream):
@@ -151,47 +182,24 @@ class RawPeer:
 
     async def response(self, timeout: float = TIMEOUT) -> tuple[int, dict[str, str], bytes]:
         """Read one HTTP response (Content-Length bodies only)."""
-        head = await self.read_until(b"\r\n\r\n", timeout)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+        status, headers = parse_head(await self.read_until(b"\r\n\r\n", timeout))
         body = await self.read_exactly(int(headers.get("content-length", "0")), timeout)
         return status, headers, body
 
     async def upgrade(self, path: str, extra: bytes = b"", headers: str = "") -> tuple[int, dict[str, str]]:
         """Send an upgrade request (plus ``extra`` bytes in the same write); read the response head."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-        )
-        await self.send(request.encode() + extra)
-        head = await self.read_until(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        fields = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, _, value = line.partition(":")
-                fields[name.strip().lower()] = value.strip()
+        await self.send(upgrade_request(path, headers) + extra)
+        status, fields = parse_head(await self.read_until(b"\r\n\r\n"))
         if status != 101:
             await self.read_exactly(int(fields.get("content-length", "0")))
         return status, fields
 
     async def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
         """Read one server frame: (opcode, payload). Server frames must not be masked."""
-        first, second = await self.read_exactly(2, timeout)
-        assert not second & 0x80, "server frames must not be masked"
-        n = second & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.read_exactly(2, timeout))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.read_exactly(8, timeout))
-        return first & 0x0F, await self.read_exactly(n, timeout)
+        head = await self.read_exactly(2, timeout)
+        head += await self.read_exactly(head_size(head[1]) - 2, timeout)
+        _, opcode, n, _ = read_head(head)
+        return opcode, await self.read_exactly(n, timeout)
 
     async def read_json(self, timeout: float = TIMEOUT) -> Any:
         opcode, payload = await self.read_frame(timeout)
@@ -203,7 +211,7 @@ class RawPeer:
         while True:
             opcode, payload = await self.read_frame(timeout)
             if opcode == CLOSE:
-                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return Frame(True, opcode, payload).close_code
 
 
 async def upgrade_status(port: int, path: str, headers: str = "") -> int:

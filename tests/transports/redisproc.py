@@ -54,11 +54,8 @@ class RedisProcess:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:

@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
-from doors import Relay
+from doors import Relay, hypercorn_refuses_frames_behind_the_upgrade
 from rawws import RawPeer, text, upgrade_status
-from wsclient import Client, Rejected, clients, expect_silence, recv_json
+from wsclient import Client, Rejected, clients, expect_silence, join, recv_json
 
 from relaycore import Config
 
@@ -23,21 +23,12 @@ CONFIG = b"""
 [limits]
 connections_per_second_per_ip = 1000.0
 
-[namespaces."myapp"]
-join_key = "jk"
-send_key = "sk"
-
-[namespaces."myapp/private"]
-join_key = "pjk"
-send_key = "psk"
-
-[namespaces."sendonly"]
-send_key = "ssk"
-
-[namespaces."joinonly"]
-join_key = "ojk"
-
-[namespaces."bare"]
+[namespaces]
+"myapp" = { join_key = "jk", send_key = "sk" }
+"myapp/private" = { join_key = "pjk", send_key = "psk" }
+"sendonly" = { send_key = "ssk" }
+"joinonly" = { join_key = "ojk" }
+"bare" = {}
 """
 
 SEND_KEY_REQUIRED = "Sending requires a valid sendKey."
@@ -50,14 +41,6 @@ Connect = Any  # the connect(path) -> Client callable that wsclient.clients yiel
 def config() -> Config:
     """Nested reservations, one with each kind of key, and one without keys."""
     return Config.from_toml(CONFIG)
-
-
-async def join(connect: Connect, path: str) -> tuple[Client, dict[str, Any]]:
-    """Join ``path``; return the client and its self-join frame."""
-    client: Client = await connect(path)
-    hello = await recv_json(client)
-    assert hello["type"] == "join" and hello["self"] is True, hello
-    return client, hello
 
 
 async def assert_send_refused(client: Client, data: str) -> None:
@@ -99,22 +82,7 @@ async def test_join_without_the_join_key_is_refused_with_403(relay: Relay, chann
         assert joined == {"type": "join", "total": 2, "date": joined["date"]}
 
 
-@pytest.mark.door_xfail(
-    "hypercorn-asyncio",
-    raises=AssertionError,
-    match=r"(?m)^assert 400 == 403$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn answers 400 (its own, not the relay's 403) when frames follow the upgrade request "
-    "(checked on hypercorn 0.18.0)",
-)
-@pytest.mark.door_xfail(
-    "hypercorn-trio",
-    raises=AssertionError,
-    match=r"(?m)^assert 400 == 403$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn answers 400 (its own, not the relay's 403) when frames follow the upgrade request, "
-    "and its trio worker then crashes (checked on hypercorn 0.18.0)",
-)
+@hypercorn_refuses_frames_behind_the_upgrade(403)
 @pytest.mark.filterwarnings("ignore::doors.DoorWarning")
 async def test_refused_join_opens_no_websocket(relay: Relay) -> None:
     async with clients(relay.port) as connect:

@@ -21,9 +21,10 @@ from typing import Any
 import anyio
 import pytest
 from doors import start_door
+from rawws import http, post
 from redisproc import RedisProcess, redis_server
 from relayproc import RelayProcess, relay_process
-from wsclient import Client, Rejected, clients, expect_silence, recv_json
+from wsclient import Client, Rejected, clients, expect_silence, join, join_across, recv_json
 
 pytestmark = pytest.mark.anyio
 
@@ -91,21 +92,8 @@ async def frames_until(client: Client, predicate: Any, timeout: float = 5.0) -> 
 
 
 async def http_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n{head}\r\n"
-    ).encode() + body
-    with anyio.fail_after(10):
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(request)
-            data = b""
-            while True:
-                try:
-                    data += await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    break
-    head_bytes, _, payload = data.partition(b"\r\n\r\n")
-    status = int(head_bytes.split(b" ")[1])
+    """POST ``body`` to ``path`` on a fresh connection: the status, and the JSON answer (None if empty)."""
+    status, _, payload = await http(port, post(path, body, "".join(f"{k}: {v}\r\n" for k, v in headers.items())))
     return status, json.loads(payload) if payload else None
 
 
@@ -168,12 +156,8 @@ async def test_broadcast_presence_and_users_across_three_nodes(anyio_backend: st
 
 async def test_direct_messages_find_their_target_on_any_node(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 2) as c, members(c) as (on_a, on_b, *_):
-        alice = await on_a("/c/dm")
-        alice_uid = (await recv_json(alice))["uid"]
-        bob = await on_b("/c/dm")
-        bob_uid = (await recv_json(bob))["uid"]
-        neighbour = await on_b("/c/dm")
-        neighbour_uid = (await recv_json(neighbour))["uid"]
+        (alice, a), (bob, b), (neighbour, n) = [await join(connect, "/c/dm") for connect in (on_a, on_b, on_b)]
+        alice_uid, bob_uid, neighbour_uid = a["uid"], b["uid"], n["uid"]
         await frames_until(alice, lambda f: f.get("total") == 3)
         await frames_until(bob, lambda f: f.get("total") == 3)
 
@@ -195,12 +179,10 @@ async def test_per_sender_order_and_send_then_close_across_nodes(anyio_backend: 
     async with cluster(anyio_backend, tmp_path, 3) as c, members(c) as (on_a, on_b, on_c):
         listeners = []
         for connect in (on_b, on_c):
-            member = await connect("/c/order")
-            await recv_json(member)
+            member, _ = await join(connect, "/c/order")
             listeners.append(member)
         await frames_until(listeners[0], lambda f: f.get("total") == 2)
-        sender = await on_a("/c/order")
-        await recv_json(sender)
+        sender, _ = await join(on_a, "/c/order")
         for member in listeners:
             await frames_until(member, lambda f: f.get("total") == 3)
         for i in range(count):
@@ -214,21 +196,18 @@ async def test_per_sender_order_and_send_then_close_across_nodes(anyio_backend: 
 
 async def test_keys_are_the_first_joiners_wherever_they_join(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 2) as c, members(c) as (on_a, on_b, *_):
-        first = await on_a("/c/locked?joinKey=j1&sendKey=s1")
-        await recv_json(first)
+        first, _ = await join(on_a, "/c/locked?joinKey=j1&sendKey=s1")
         with pytest.raises(Rejected) as refused:
             await on_b("/c/locked")
         assert refused.value.status == 403
         with pytest.raises(Rejected):
             await on_b("/c/locked?joinKey=wrong")
-        listener = await on_b("/c/locked?joinKey=j1&sendKey=nope")
-        await recv_json(listener)
+        listener, _ = await join(on_b, "/c/locked?joinKey=j1&sendKey=nope")
         await recv_json(first)  # its join
         await listener.send('{"x":1}')
         error = await recv_json(listener)
         assert error["message"] == "Sending requires a valid sendKey."
-        sender = await on_b("/c/locked?joinKey=j1&sendKey=s1")
-        await recv_json(sender)
+        sender, _ = await join(on_b, "/c/locked?joinKey=j1&sendKey=s1")
         await sender.send('{"ok":1}')
         # The listener's message would have come first (both are on node b: one record stream).
         relayed = [f["message"] for f in await frames_until(first, lambda f: "message" in f) if "message" in f]
@@ -239,25 +218,19 @@ async def test_keys_are_the_first_joiners_wherever_they_join(anyio_backend: str,
         with anyio.fail_after(5):
             while (await c.redis.command("EXISTS", "rc:k:{locked}")) != b":0\r\n":
                 await anyio.sleep(0.05)
-        fresh = await on_b("/c/locked")
-        assert (await recv_json(fresh))["total"] == 1
+        assert (await join(on_b, "/c/locked"))[1]["total"] == 1
 
         # A reserved namespace refuses a missing join key on every node.
         for connect in (on_a, on_b):
             with pytest.raises(Rejected) as refused:
                 await connect("/c/vip:lounge")
             assert refused.value.status == 403
-        vip = await on_b("/c/vip:lounge?joinKey=door")
-        assert (await recv_json(vip))["total"] == 1
+        assert (await join(on_b, "/c/vip:lounge?joinKey=door"))[1]["total"] == 1
 
 
 async def test_http_push_to_any_node_reaches_every_member(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 3) as c, members(c) as (on_a, on_b, *_):
-        one = await on_a("/c/pub:news")
-        await recv_json(one)
-        two = await on_b("/c/pub:news")
-        await recv_json(two)
-        await recv_json(one)
+        one, two = await join_across((on_a, "/c/pub:news"), (on_b, "/c/pub:news"))
         for node in c.nodes:  # node c serves nobody in the channel: it asks Redis
             status, body = await http_post(node.port, "/push/pub:news", b'{"n":1}', {"x-send-key": "push-key"})
             assert (status, body) == (200, {"ok": True, "recipients": 2})
@@ -292,10 +265,8 @@ async def test_uids_are_unique_and_totals_count_everyone(anyio_backend: str, tmp
 
 async def test_a_killed_node_s_members_leave_everywhere_within_ten_seconds(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 3) as c, members(c) as (on_a, on_b, on_c):
-        watcher_a = await on_a("/c/k?announce")
-        await recv_json(watcher_a)
-        watcher_c = await on_c("/c/k")
-        await recv_json(watcher_c)
+        watcher_a, _ = await join(on_a, "/c/k?announce")
+        watcher_c, _ = await join(on_c, "/c/k")
         doomed = []
         for _ in range(3):
             member = await on_b("/c/k?announce")
@@ -312,21 +283,12 @@ async def test_a_killed_node_s_members_leave_everywhere_within_ten_seconds(anyio
         took = time.monotonic() - killed
         print(f"\nkill -9: leaves announced on both survivors after {took:.2f} s")
         assert took < 10
-        late = await on_c("/c/k?list")
-        assert (await recv_json(late))["total"] == 3
+        assert (await join(on_c, "/c/k?list"))[1]["total"] == 3
 
 
 async def test_redis_restart_local_delivery_never_stops(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 2) as c, members(c) as (on_a, on_b, *_):
-        sender = await on_a("/c/live")
-        await recv_json(sender)
-        local = await on_a("/c/live")
-        await recv_json(local)
-        await recv_json(sender)
-        remote = await on_b("/c/live")
-        await recv_json(remote)
-        for member in (sender, local):
-            await recv_json(member)
+        sender, local, remote = await join_across((on_a, "/c/live"), (on_a, "/c/live"), (on_b, "/c/live"))
         received_local: list[int] = []
         received_remote: list[tuple[int, float]] = []
         restarted_at = 0.0
@@ -361,8 +323,7 @@ async def test_redis_restart_local_delivery_never_stops(anyio_backend: str, tmp_
         numbers = [n for n, _ in received_remote]
         assert numbers == sorted(numbers)  # at-most-once, in order
         # The cluster state was repaired: a newcomer anywhere counts all three.
-        newcomer = await on_b("/c/live?list")
-        assert (await recv_json(newcomer))["total"] == 4
+        assert (await join(on_b, "/c/live?list"))[1]["total"] == 4
         for node in c.nodes:
             assert len(node.matching("WARNING", "Redis unreachable")) == 1
             assert len(node.matching("INFO", "Redis reachable again")) == 1
@@ -370,12 +331,9 @@ async def test_redis_restart_local_delivery_never_stops(anyio_backend: str, tmp_
 
 async def test_a_node_gets_no_traffic_for_channels_it_does_not_serve(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 3) as c, members(c) as (on_a, on_b, on_c):
-        quiet = await on_c("/c/quiet")
-        await recv_json(quiet)
-        talker = await on_a("/c/busy")
-        await recv_json(talker)
-        hearer = await on_b("/c/busy")
-        await recv_json(hearer)
+        await join(on_c, "/c/quiet")  # a member of its own channel on node c
+        talker, _ = await join(on_a, "/c/busy")
+        hearer, _ = await join(on_b, "/c/busy")
         await recv_json(talker)
         before = (await c.nodes[2].health())["cluster"]
         for i in range(300):
@@ -405,8 +363,7 @@ ANY: Any = _Any()
 
 async def test_a_stopped_node_s_members_leave_at_once(anyio_backend: str, tmp_path: Path) -> None:
     async with cluster(anyio_backend, tmp_path, 2) as c, members(c) as (on_a, on_b, *_):
-        watcher = await on_a("/c/stop")
-        await recv_json(watcher)
+        watcher, _ = await join(on_a, "/c/stop")
         for _ in range(2):
             await on_b("/c/stop")
         await frames_until(watcher, lambda f: f.get("total") == 3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from doors import POOL, config_toml
+from doors import POOL, config_toml, server_gap
 from rawws import http, post, upgrade_status
 
 from conftest import make_config, running
@@ -61,15 +61,14 @@ async def test_an_untrusted_peer_cannot_choose_its_address(door: str) -> None:
 
 
 @pytest.mark.doors("uvicorn")
-@pytest.mark.door_xfail(
+@server_gap(
     "uvicorn",
     raises=AssertionError,
     match=r"(?m)^assert \[101, 101, 101\] == \[101, 101, 429\]$",
-    versions={"uvicorn": ">=0.52.1"},
-    reason="uvicorn's --proxy-headers is on by default and trusts X-Forwarded-For from 127.0.0.1 and ::1: "
-    "it puts the forged address in the scope's client before the relay sees the request, so behind a "
-    "default uvicorn a client on the same host picks a new address (and a fresh rate budget) per request; "
-    "serve with --no-proxy-headers and let trusted_proxies decide (checked on uvicorn 0.52.1 to 0.55.0)",
+    reason="uvicorn's --proxy-headers is on by default and trusts X-Forwarded-For from 127.0.0.1 and ::1: it puts "
+    "the forged address in the scope's client before the relay sees the request, so behind a default "
+    "uvicorn a client on the same host picks a new address (and a fresh rate budget) per request; serve "
+    "with --no-proxy-headers and let trusted_proxies decide",
 )
 async def test_uvicorn_with_its_default_proxy_headers_lets_a_local_peer_choose_its_address(door: str) -> None:
     text = config_toml(make_config(relay_config("[]")))

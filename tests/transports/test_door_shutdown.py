@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from doors import ASGI_DOORS, HYPERCORN_DOORS, config_toml, start_door
+from doors import ASGI_DOORS, HYPERCORN_DOORS, config_toml, server_gap, start_door
 from wsclient import Client, Closed, clients, join_all
 
 from conftest import make_config, running
@@ -41,32 +41,27 @@ async def closes_of(members: list[Client]) -> list[int | None]:
     return codes
 
 
-@pytest.mark.door_xfail(
+@server_gap(
     "uvicorn",
     raises=AssertionError,
     match=r"(?m)^assert \[1012, 1012, 1012\] == \[1001, 1001, 1001\]$",
-    versions={"uvicorn": ">=0.52.1"},
-    reason="uvicorn closes every WebSocket with 1012 as it stops, before the lifespan shutdown in which "
-    "the relay would close them with 1001 (checked on uvicorn 0.52.1 to 0.55.0)",
+    reason="uvicorn closes every WebSocket with 1012 as it stops, before the lifespan shutdown in which the relay "
+    "would close them with 1001",
 )
-@pytest.mark.door_xfail(
+@server_gap(
     "hypercorn-asyncio",
     raises=AssertionError,
     match=r"(?m)^assert \[1011, 1011, 1011\] == \[1001, 1001, 1001\]$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn keeps the WebSockets open for --graceful-timeout (3 s by default), then cancels them "
-    "with 1011; the lifespan shutdown, in which the relay would close them with 1001, comes after "
-    "(checked on hypercorn 0.18.0)",
+    reason="hypercorn keeps the WebSockets open for --graceful-timeout (3 s by default), then cancels them with "
+    "1011; the lifespan shutdown, in which the relay would close them with 1001, comes after",
 )
-@pytest.mark.door_xfail(
+@server_gap(
     "hypercorn-trio",
     raises=AssertionError,
     match=r"(?m)^assert \[None, None, None\] == \[1001, 1001, 1001\]$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn's trio worker serving in its own process (-w 0) does not handle SIGTERM: the process "
-    "dies at once and the members see the connection drop without a close frame (no code: 1006); with a "
-    "worker process (-w 1, the default) the members are dropped without a close frame after "
-    "--graceful-timeout (checked on hypercorn 0.18.0)",
+    reason="hypercorn's trio worker serving in its own process (-w 0) does not handle SIGTERM: the process dies "
+    "at once and the members see the connection drop without a close frame (no code: 1006); with a worker "
+    "process (-w 1, the default) the members are dropped without a close frame after --graceful-timeout",
 )
 async def test_stopping_closes_every_member_with_1001_and_no_leaves(door: str, tmp_path: Path) -> None:
     if door.startswith("native-"):

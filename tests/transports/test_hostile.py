@@ -9,7 +9,7 @@ import struct
 import anyio
 import pytest
 from rawws import BINARY, PING, TEXT, RawPeer, frame, http
-from wsclient import clients, recv_json
+from wsclient import clients, joined, recv_json
 
 from conftest import make_config, running
 from transports.server import RelayServer
@@ -90,8 +90,7 @@ async def test_bad_frames_close_with_the_right_code_and_others_carry_on(
 ) -> None:
     caplog.set_level(logging.INFO, logger="relaycore")
     async with running() as server, clients(server.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
+        watcher = await joined(connect, "/c/room")
         peer = await RawPeer.connect(server.port)
         assert (await peer.upgrade("/c/room"))[0] == 101
         await peer.read_json()
@@ -100,8 +99,7 @@ async def test_bad_frames_close_with_the_right_code_and_others_carry_on(
         assert await peer.read_close() == code, name
         await peer.aclose()
         assert (await recv_json(watcher))["type"] == "leave"
-        other = await connect("/c/room?echo")
-        await recv_json(other)
+        other = await joined(connect, "/c/room?echo")
         await other.send('"still here"')
         assert (await recv_json(other))["message"] == "still here"
     ended = [r for r in caplog.records if "ended" in r.getMessage()]

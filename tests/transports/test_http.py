@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from doors import Relay
 from rawws import RawPeer, http, post, upgrade_status
-from wsclient import Client, clients, recv_json
+from wsclient import Client, clients, joined, recv_json
 
 from relaycore import Config
 
@@ -28,13 +28,10 @@ max_message_bytes = {LIMIT}
 connections_per_second_per_ip = 1000.0
 pushes_per_second_per_ip = 1000.0
 
-[namespaces."news"]
-send_key = "sk"
-
-[namespaces."members"]
-join_key = "jk"
-
-[namespaces."bare"]
+[namespaces]
+"news" = {{ send_key = "sk" }}
+"members" = {{ join_key = "jk" }}
+"bare" = {{}}
 """.encode()
 
 PUSH_KEY = "x-send-key: sk\r\n"
@@ -63,18 +60,27 @@ def chunked_post(path: str, chunks: list[bytes], headers: str = "") -> bytes:
     return head + body + b"0\r\n\r\n"
 
 
-async def member(connect: Any, path: str) -> Client:
-    """Join ``path`` and consume the self-join frame."""
-    client: Client = await connect(path)
-    hello = await recv_json(client)
-    assert hello["type"] == "join" and hello["self"] is True
-    return client
-
-
 async def push_marker(port: int, channel: str) -> None:
     """Push MARKER: a reader's next message proves that nothing reached it before."""
     status, _, _ = await http(port, post(f"/push/{channel}", json.dumps(MARKER).encode(), PUSH_KEY))
     assert status == 200
+
+
+async def undelivered_push(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request``, a push to ``news:today`` that must deliver nothing, while a member
+    reads the channel: its answer, once MARKER was the member's next message."""
+    async with clients(port) as connect:
+        reader = await joined(connect, "/c/news:today")
+        answer = await http(port, request)
+        await push_marker(port, "news:today")
+        assert await next_message(reader) == MARKER
+    return answer
+
+
+async def assert_nobody_in_room(port: int) -> None:
+    """Nobody joined ``room`` through a refused request: the next member is its first."""
+    async with clients(port) as connect:
+        assert (await recv_json(await connect("/c/room")))["total"] == 1
 
 
 async def next_message(reader: Client) -> Any:
@@ -139,17 +145,13 @@ async def test_channel_get_without_a_valid_upgrade_is_refused(
     all (checks 2 and 3), on every door."""
     answer, _, text = await http(relay.port, get("/c/room", headers))
     assert (answer, text) == (status, body)
-    async with clients(relay.port) as connect:
-        first = await connect("/c/room")
-        # Nobody joined `room` through the refused request.
-        assert (await recv_json(first))["total"] == 1
+    await assert_nobody_in_room(relay.port)
 
 
 async def test_upgrade_without_a_websocket_key_is_400(relay: Relay) -> None:
     status, _, _ = await http(relay.port, upgrade_request("/c/room", None))
     assert status == 400
-    async with clients(relay.port) as connect:
-        assert (await recv_json(await connect("/c/room")))["total"] == 1
+    await assert_nobody_in_room(relay.port)
 
 
 @pytest.mark.parametrize(
@@ -160,8 +162,7 @@ async def test_upgrade_without_a_websocket_key_is_400(relay: Relay) -> None:
 async def test_bad_websocket_key_is_400(relay: Relay, key: str) -> None:
     status, _, _ = await http(relay.port, upgrade_request("/c/room", key))
     assert status == 400
-    async with clients(relay.port) as connect:
-        assert (await recv_json(await connect("/c/room")))["total"] == 1
+    await assert_nobody_in_room(relay.port)
 
 
 # -- channel and alias bounds on the upgrade --------------------------------------------
@@ -204,11 +205,11 @@ async def test_alias_of_64_characters_works(relay: Relay, alias: str) -> None:
 
 async def test_push_reaches_every_member_without_sender_fields(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        readers = [await member(connect, "/c/news:today") for _ in range(3)]
+        readers = [await joined(connect, "/c/news:today") for _ in range(3)]
         for position, reader in enumerate(readers):
             for _ in range(len(readers) - 1 - position):
                 await recv_json(reader)  # the later joins
-        outsider = await member(connect, "/c/news:tomorrow")
+        outsider = await joined(connect, "/c/news:tomorrow")
 
         status, headers, body = await http(
             relay.port, post("/push/news:today", b'{"headline":"hi","n":[1,2]}', "X-Send-Key: sk\r\n")
@@ -228,7 +229,7 @@ async def test_push_reaches_every_member_without_sender_fields(relay: Relay) -> 
 
 async def test_push_to_the_namespace_itself(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news")
+        reader = await joined(connect, "/c/news")
         status, headers, body = await http(relay.port, post("/push/news", b"42", PUSH_KEY))
         assert (status, json_body(headers, body)) == (200, {"ok": True, "recipients": 1})
         assert await next_message(reader) == 42
@@ -236,7 +237,7 @@ async def test_push_to_the_namespace_itself(relay: Relay) -> None:
 
 async def test_push_to_an_empty_channel_reaches_nobody(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        elsewhere = await member(connect, "/c/news:other")
+        elsewhere = await joined(connect, "/c/news:other")
         status, headers, body = await http(relay.port, post("/push/news:empty", b'"hello"', PUSH_KEY))
         assert status == 200
         assert json_body(headers, body) == {"ok": True, "recipients": 0}
@@ -246,44 +247,30 @@ async def test_push_to_an_empty_channel_reaches_nobody(relay: Relay) -> None:
 
 @pytest.mark.parametrize("body", [b"{", b"undefined", b"", b"1 2", b"{'a': 1}", b"\xff\xfe"])
 async def test_push_with_a_body_that_is_not_json_is_400(relay: Relay, body: bytes) -> None:
-    async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
-        status, headers, answer = await http(relay.port, post("/push/news:today", body, PUSH_KEY))
-        assert status == 400
-        assert json_body(headers, answer) == {"ok": False, "error": "Invalid JSON body."}
-        await push_marker(relay.port, "news:today")
-        assert await next_message(reader) == MARKER
+    status, headers, answer = await undelivered_push(relay.port, post("/push/news:today", body, PUSH_KEY))
+    assert status == 400
+    assert json_body(headers, answer) == {"ok": False, "error": "Invalid JSON body."}
 
 
 @pytest.mark.parametrize(
     ("channel", "query", "key_header"),
     [
-        ("news:today", "sendKey=sk", ""),
-        ("news:today", "sendKey=sk", "x-send-key: SK\r\n"),
-        ("news:today", "sendKey=sk", "x-send-key: s\r\n"),
-        ("news:today", "sendKey=sk", "x-send-key: jk\r\n"),
-        ("open:room", "", PUSH_KEY),
-        ("newsroom", "", PUSH_KEY),
-        ("members:x", "joinKey=jk", "x-send-key: jk\r\n"),
-        ("bare:x", "", PUSH_KEY),
-    ],
-    ids=[
-        "missing-key",
-        "wrong-case-key",
-        "prefix-of-key",
-        "other-key",
-        "no-reservation",
-        "not-under-namespace",
-        "reservation-without-send-key",
-        "reservation-without-keys",
+        pytest.param("news:today", "sendKey=sk", "", id="missing-key"),
+        pytest.param("news:today", "sendKey=sk", "x-send-key: SK\r\n", id="wrong-case-key"),
+        pytest.param("news:today", "sendKey=sk", "x-send-key: s\r\n", id="prefix-of-key"),
+        pytest.param("news:today", "sendKey=sk", "x-send-key: jk\r\n", id="other-key"),
+        pytest.param("open:room", "", PUSH_KEY, id="no-reservation"),
+        pytest.param("newsroom", "", PUSH_KEY, id="not-under-namespace"),
+        pytest.param("members:x", "joinKey=jk", "x-send-key: jk\r\n", id="reservation-without-send-key"),
+        pytest.param("bare:x", "", PUSH_KEY, id="reservation-without-keys"),
     ],
 )
 async def test_push_without_the_namespace_send_key_is_403(
     relay: Relay, channel: str, query: str, key_header: str
 ) -> None:
     async with clients(relay.port) as connect:
-        reader = await member(connect, f"/c/{channel}?{query}")
-        speaker = await member(connect, f"/c/{channel}?{query}")
+        reader = await joined(connect, f"/c/{channel}?{query}")
+        speaker = await joined(connect, f"/c/{channel}?{query}")
         await recv_json(reader)  # the speaker's join
         status, headers, body = await http(relay.port, post(f"/push/{channel}", b'{"x":1}', key_header))
         assert status == 403
@@ -294,8 +281,8 @@ async def test_push_without_the_namespace_send_key_is_403(
 
 async def test_ephemeral_send_key_of_an_open_channel_does_not_allow_push(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/open:room?sendKey=sk")
-        speaker = await member(connect, "/c/open:room?sendKey=sk")
+        reader = await joined(connect, "/c/open:room?sendKey=sk")
+        speaker = await joined(connect, "/c/open:room?sendKey=sk")
         await recv_json(reader)  # the speaker's join
         status, headers, body = await http(relay.port, post("/push/open:room", b"1", PUSH_KEY))
         assert status == 403
@@ -306,19 +293,15 @@ async def test_ephemeral_send_key_of_an_open_channel_does_not_allow_push(relay: 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 async def test_push_with_another_method_is_405(relay: Relay, method: str) -> None:
-    async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
-        request = f"{method} /push/news:today HTTP/1.1\r\nHost: x\r\n{PUSH_KEY}Content-Length: 1\r\n\r\n1"
-        status, _, _ = await http(relay.port, request.encode())
-        assert status == 405
-        await push_marker(relay.port, "news:today")
-        assert await next_message(reader) == MARKER
+    request = f"{method} /push/news:today HTTP/1.1\r\nHost: x\r\n{PUSH_KEY}Content-Length: 1\r\n\r\n1"
+    status, _, _ = await undelivered_push(relay.port, request.encode())
+    assert status == 405
 
 
 async def test_push_body_of_exactly_the_limit_is_delivered(relay: Relay) -> None:
     body = b'"' + b"x" * (LIMIT - 2) + b'"'
     async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
+        reader = await joined(connect, "/c/news:today")
         status, headers, answer = await http(relay.port, post("/push/news:today", body, PUSH_KEY))
         assert (status, json_body(headers, answer)) == (200, {"ok": True, "recipients": 1})
         assert await next_message(reader) == "x" * (LIMIT - 2)
@@ -326,17 +309,13 @@ async def test_push_body_of_exactly_the_limit_is_delivered(relay: Relay) -> None
 
 async def test_push_body_over_the_limit_with_content_length_is_413(relay: Relay) -> None:
     body = b'"' + b"x" * (LIMIT - 1) + b'"'
-    async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
-        status, _, _ = await http(relay.port, post("/push/news:today", body, PUSH_KEY))
-        assert status == 413
-        await push_marker(relay.port, "news:today")
-        assert await next_message(reader) == MARKER
+    status, _, _ = await undelivered_push(relay.port, post("/push/news:today", body, PUSH_KEY))
+    assert status == 413
 
 
 async def test_chunked_push_body_is_delivered(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
+        reader = await joined(connect, "/c/news:today")
         request = chunked_post("/push/news:today", [b'{"parts":', b'"two"}'], PUSH_KEY)
         status, headers, body = await http(relay.port, request)
         assert (status, json_body(headers, body)) == (200, {"ok": True, "recipients": 1})
@@ -346,12 +325,8 @@ async def test_chunked_push_body_is_delivered(relay: Relay) -> None:
 async def test_chunked_push_body_over_the_limit_is_413(relay: Relay) -> None:
     # Each chunk is under the limit; together they are over it.
     chunks = [b'"' + b"x" * 599, b"x" * 600, b"x" * 600 + b'"']
-    async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
-        status, _, _ = await http(relay.port, chunked_post("/push/news:today", chunks, PUSH_KEY))
-        assert status == 413
-        await push_marker(relay.port, "news:today")
-        assert await next_message(reader) == MARKER
+    status, _, _ = await undelivered_push(relay.port, chunked_post("/push/news:today", chunks, PUSH_KEY))
+    assert status == 413
 
 
 # -- connections ---------------------------------------------------------------------------
@@ -359,7 +334,7 @@ async def test_chunked_push_body_over_the_limit_is_413(relay: Relay) -> None:
 
 async def test_keep_alive_connection_answers_every_request(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        reader = await member(connect, "/c/news:today")
+        reader = await joined(connect, "/c/news:today")
         peer = await RawPeer.connect(relay.port)
         try:
             await peer.send(get("/version"))
@@ -389,8 +364,8 @@ async def test_keep_alive_connection_answers_every_request(relay: Relay) -> None
 )
 async def test_malformed_request_is_400_and_closed_and_others_are_served(relay: Relay, request_line: bytes) -> None:
     async with clients(relay.port) as connect:
-        alice = await member(connect, "/c/room")
-        bob = await member(connect, "/c/room")
+        alice = await joined(connect, "/c/room")
+        bob = await joined(connect, "/c/room")
         await recv_json(alice)  # bob's join
 
         peer = await RawPeer.connect(relay.port)

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from doors import ASGI_DOORS, NATIVE_DOORS, health, raw_peer, timeout_says, wait_for_connections
+from doors import ASGI_DOORS, NATIVE_DOORS, health, raw_peer, server_gap, timeout_says, wait_for_connections
 from rawws import PING, PONG, RawPeer, frame, http, post, upgrade_status
 from wsclient import clients, expect_close, expect_silence, join_all, recv_json
 
@@ -22,14 +22,13 @@ from conftest import make_config, running
 pytestmark = [pytest.mark.anyio, pytest.mark.doors]
 
 #: Behind ASGI the server, not the relay, pings and times out (the app cannot send a ping).
-SERVER_KEEPALIVE = pytest.mark.door_xfail(
+SERVER_KEEPALIVE = server_gap(
     *ASGI_DOORS,
     raises=TimeoutError,
     match=r"^no ping within 1 s \(ping_interval 0\.2 s\)$",
-    versions={"uvicorn": ">=0.52.1", "hypercorn": ">=0.18"},
     reason="the ASGI server does the keepalive (uvicorn: a ping every 20 s, --ws-ping-interval and "
-    "--ws-ping-timeout; hypercorn: none unless --websocket-ping-interval), so the relay's "
-    "ping_interval and ping_timeout do not apply (checked on uvicorn 0.52.1 to 0.55.0 and hypercorn 0.18.0)",
+    "--ws-ping-timeout; hypercorn: none unless --websocket-ping-interval), so the relay's ping_interval "
+    "and ping_timeout do not apply",
 )
 
 
@@ -239,14 +238,12 @@ async def test_client_pings_are_answered(door: str) -> None:
         await peer.aclose()
 
 
-@pytest.mark.door_xfail(
+@server_gap(
     *ASGI_DOORS,
     raises=TimeoutError,
     match=r"^the half-sent request was not closed within 1\.5 s \(handshake_timeout 0\.3 s\)$",
-    versions={"uvicorn": ">=0.52.1", "hypercorn": ">=0.18"},
     reason="the ASGI server reads the request; the relay's handshake_timeout does not apply (uvicorn and "
-    "hypercorn close a half-sent request only after their keep-alive timeout, 5 s by default; checked on "
-    "uvicorn 0.52.1 to 0.55.0 and hypercorn 0.18.0)",
+    "hypercorn close a half-sent request only after their keep-alive timeout, 5 s by default)",
 )
 async def test_incomplete_request_times_out(door: str) -> None:
     config = make_config("[limits]\nhandshake_timeout = 0.3")

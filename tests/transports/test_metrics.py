@@ -16,7 +16,7 @@ import anyio
 import pytest
 from doors import NATIVE_DOORS, Relay, wait_for_connections
 from prometheus_client.parser import text_string_to_metric_families
-from rawws import http, post
+from rawws import http, post, upgrade_request
 from redisproc import redis_server
 from wsclient import Client, clients, expect_close, join_all, recv_json
 
@@ -144,8 +144,8 @@ async def test_a_scenario_is_counted_exactly(door: str) -> None:
             assert (await http(relay.port, post("/push/game:1", b"1", "x-send-key: nope\r\n")))[0] == 403
             assert (await http(relay.port, post("/push/room", b"1")))[0] == 403
 
-            assert (await http(relay.port, _upgrade("/c/game:2?sendKey=guess")))[0] == 403
-            assert (await http(relay.port, _upgrade("/c/")))[0] == 400
+            assert (await http(relay.port, upgrade_request("/c/game:2?sendKey=guess")))[0] == 403
+            assert (await http(relay.port, upgrade_request("/c/")))[0] == 400
         await wait_for_connections(relay.port, 0)
         after = await scrape(relay)
 
@@ -178,13 +178,6 @@ async def test_a_scenario_is_counted_exactly(door: str) -> None:
     assert refused == {(("status", "403"),): 1, (("status", "400"),): 1}
     pushes = {key[1]: n for key, n in counted(before, after, "relaycore_pushes").items()}
     assert pushes == {(("status", "200"),): 1, (("status", "403"),): 2}
-
-
-def _upgrade(path: str) -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
 
 
 TOKEN_CONFIG = make_config('[metrics]\nenabled = true\ntoken = "s3cret-token"\n')

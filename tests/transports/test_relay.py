@@ -10,9 +10,18 @@ import re
 
 import anyio
 import pytest
-from doors import ASGI_DOORS, Relay, health, raw_peer, timeout_says, upgrade_request, wait_for_connections
-from rawws import CONTINUATION, TEXT, RawPeer, close_frame, frame, text
-from wsclient import Closed, clients, expect_close, expect_silence, join_all, recv_json
+from doors import (
+    ASGI_DOORS,
+    Relay,
+    health,
+    hypercorn_refuses_frames_behind_the_upgrade,
+    raw_peer,
+    server_gap,
+    timeout_says,
+    wait_for_connections,
+)
+from rawws import CONTINUATION, TEXT, RawPeer, close_frame, frame, text, upgrade_request
+from wsclient import Closed, clients, expect_close, expect_silence, join_all, joined, recv_json
 
 from conftest import make_config, running
 
@@ -41,8 +50,7 @@ async def test_broadcast_envelope_reaches_others_not_the_sender(relay: Relay) ->
     async with clients(relay.port) as connect:
         alice = await connect("/c/room?alias=Alice")
         alice_uid = (await recv_json(alice))["uid"]
-        bob = await connect("/c/room")
-        await recv_json(bob)
+        bob = await joined(connect, "/c/room")
         await recv_json(alice)  # bob's join
 
         await alice.send('{"type":"chat","text":"hi"}')
@@ -66,10 +74,8 @@ async def test_echo_returns_the_same_envelope_bytes(relay: Relay) -> None:
 
 async def test_scalar_and_nested_values_are_relayed_unchanged(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        alice = await connect("/c/room")
-        await recv_json(alice)
-        bob = await connect("/c/room")
-        await recv_json(bob)
+        alice = await joined(connect, "/c/room")
+        bob = await joined(connect, "/c/room")
         for value in ["42", "null", "true", '"x"', '{"a":{"b":[1,{"c":null}]}}', '"\\u00e9\\ud83d\\ude00"']:
             await alice.send(value)
             frame_text = await bob.recv()
@@ -93,12 +99,10 @@ async def test_invalid_json_gets_an_error_and_the_connection_stays(relay: Relay)
 
 async def test_direct_messages_reach_only_their_target(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        alice = await connect("/c/room?echo")
-        await recv_json(alice)
+        alice = await joined(connect, "/c/room?echo")
         bob = await connect("/c/room")
         bob_uid = (await recv_json(bob))["uid"]
-        carol = await connect("/c/room")
-        await recv_json(carol)
+        carol = await joined(connect, "/c/room")
         for _ in range(2):
             await recv_json(alice)
         await recv_json(bob)
@@ -119,8 +123,7 @@ async def test_announce_and_list(relay: Relay) -> None:
     async with clients(relay.port) as connect:
         alice = await connect("/c/room?announce&alias=Alice")
         alice_uid = (await recv_json(alice))["uid"]
-        ghost = await connect("/c/room")
-        await recv_json(ghost)
+        await joined(connect, "/c/room")  # a member that does not announce itself
         await recv_json(alice)
         bob = await connect("/c/room?as=Bob&announce=true&list=1")
         hello = await recv_json(bob)
@@ -129,8 +132,8 @@ async def test_announce_and_list(relay: Relay) -> None:
             {"uid": hello["uid"], "alias": "Bob", "self": True},
         ]
         assert hello["total"] == 3
-        joined = await recv_json(alice)
-        assert joined == {"type": "join", "uid": hello["uid"], "alias": "Bob", "total": 3, "date": joined["date"]}
+        notice = await recv_json(alice)
+        assert notice == {"type": "join", "uid": hello["uid"], "alias": "Bob", "total": 3, "date": notice["date"]}
 
         lister = await connect("/c/room?list")  # lists, but does not announce itself
         own = await recv_json(lister)
@@ -145,8 +148,7 @@ async def test_announce_and_list(relay: Relay) -> None:
 
 async def test_push_relays_everything_before_the_leave(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
+        watcher = await joined(connect, "/c/room")
         pusher = await RawPeer.connect(relay.port)
         assert (await pusher.upgrade("/c/room"))[0] == 101
         assert (await pusher.read_json())["self"] is True
@@ -160,38 +162,19 @@ async def test_push_relays_everything_before_the_leave(relay: Relay) -> None:
         assert (await recv_json(watcher))["type"] == "leave"
 
 
-@pytest.mark.door_xfail(
+@server_gap(
     "uvicorn",
     raises=TimeoutError,
     match=r"^no close frame within 1 s of the 101 and the self-join$",
-    versions={"uvicorn": ">=0.52.1"},
-    reason="uvicorn (its h11 HTTP protocol) drops the bytes that arrive in the same read as the "
-    "upgrade request: the frames never reach the relay and the connection stays open "
-    "(checked on uvicorn 0.52.1 to 0.55.0)",
+    reason="uvicorn (its h11 HTTP protocol) drops the bytes that arrive in the same read as the upgrade request: "
+    "the frames never reach the relay and the connection stays open",
 )
-@pytest.mark.door_xfail(
-    "hypercorn-asyncio",
-    raises=AssertionError,
-    match=r"(?m)^assert 400 == 101$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn answers 400 to an upgrade request with WebSocket frames right behind it "
-    "(checked on hypercorn 0.18.0)",
-)
-@pytest.mark.door_xfail(
-    "hypercorn-trio",
-    raises=AssertionError,
-    match=r"(?m)^assert 400 == 101$",
-    versions={"hypercorn": ">=0.18"},
-    reason="hypercorn answers 400 to an upgrade request with WebSocket frames right behind it, then its "
-    "trio worker crashes (see test_an_upgrade_followed_at_once_by_frames_leaves_no_member_behind; "
-    "checked on hypercorn 0.18.0)",
-)
+@hypercorn_refuses_frames_behind_the_upgrade(101)
 @pytest.mark.filterwarnings("ignore::doors.DoorWarning")
 async def test_frames_sent_before_the_101_are_relayed(relay: Relay) -> None:
     """An eager pusher writes the handshake, its messages and the close in one go."""
     async with clients(relay.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
+        watcher = await joined(connect, "/c/room")
         async with raw_peer(relay.port) as pusher:
             burst = text('{"n":1}') + text('{"n":2}') + close_frame()
             assert (await pusher.upgrade("/c/room", extra=burst))[0] == 101
@@ -203,14 +186,13 @@ async def test_frames_sent_before_the_101_are_relayed(relay: Relay) -> None:
         assert (await recv_json(watcher))["type"] == "leave"
 
 
-@pytest.mark.door_xfail(
+@server_gap(
     "hypercorn-trio",
     raises=AssertionError,
     match=r"^the server is gone after the request: ",
-    versions={"hypercorn": ">=0.18"},
     reason="hypercorn answers this request 400 by itself, and the request crashes its trio worker: h11's "
     "LocalProtocolError escapes into the server's nursery and the whole process exits with status 1, so "
-    "/health is refused or reset (checked on hypercorn 0.18.0)",
+    "/health is refused or reset",
 )
 @pytest.mark.filterwarnings("ignore::doors.DoorWarning")
 async def test_an_upgrade_followed_at_once_by_frames_leaves_no_member_behind(relay: Relay) -> None:
@@ -227,8 +209,7 @@ async def test_an_upgrade_followed_at_once_by_frames_leaves_no_member_behind(rel
 
 async def test_network_drop_broadcasts_a_leave(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
+        watcher = await joined(connect, "/c/room")
         peer = await RawPeer.connect(relay.port)
         assert (await peer.upgrade("/c/room"))[0] == 101
         await peer.read_json()
@@ -240,8 +221,7 @@ async def test_network_drop_broadcasts_a_leave(relay: Relay) -> None:
 
 async def test_channel_names_are_exact_and_percent_decoded(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        a = await connect("/c/team%3Aone/general")
-        await recv_json(a)
+        await joined(connect, "/c/team%3Aone/general")
         b = await connect("/r/team:one/general")  # the legacy path, same channel
         assert (await recv_json(b))["total"] == 2
         other = await connect("/c/Team:one/general")  # case-sensitive
@@ -250,8 +230,7 @@ async def test_channel_names_are_exact_and_percent_decoded(relay: Relay) -> None
 
 async def test_channel_vanishes_with_its_last_member(relay: Relay) -> None:
     async with clients(relay.port) as connect:
-        a = await connect("/c/ephemeral?sendKey=s1&joinKey=j1")
-        await recv_json(a)
+        a = await joined(connect, "/c/ephemeral?sendKey=s1&joinKey=j1")
         now = await health(relay.port)
         assert (now["channels"], now["connections"]) == (1, 1)
         await a.close()
@@ -291,8 +270,7 @@ async def test_message_over_the_size_limit_closes_with_1009(door: str) -> None:
 
 async def test_fragmented_message_over_the_limit_closes_with_1009(door: str) -> None:
     async with running(SMALL_MESSAGES, door=door) as server, clients(server.port) as connect:
-        watcher = await connect("/c/room")
-        await recv_json(watcher)
+        watcher = await joined(connect, "/c/room")
         peer = await RawPeer.connect(server.port)
         assert (await peer.upgrade("/c/room"))[0] == 101
         await peer.read_json()
@@ -305,14 +283,12 @@ async def test_fragmented_message_over_the_limit_closes_with_1009(door: str) -> 
         assert (await recv_json(watcher))["type"] == "leave"  # nothing was relayed
 
 
-@pytest.mark.door_xfail(
+@server_gap(
     *ASGI_DOORS,
     raises=TimeoutError,
     match=r"^no close frame within 1 s of the unfinished message over the limit$",
-    versions={"uvicorn": ">=0.52.1", "hypercorn": ">=0.18"},
-    reason="the ASGI server hands the app whole messages only: it gathers the fragments up to its "
-    "own limit (16 MiB by default) and the relay's max_message_bytes can act only once the last "
-    "fragment has arrived (checked on uvicorn 0.52.1 to 0.55.0 and hypercorn 0.18.0)",
+    reason="the ASGI server hands the app whole messages only: it gathers the fragments up to its own limit (16 "
+    "MiB by default) and the relay's max_message_bytes can act only once the last fragment has arrived",
 )
 async def test_unfinished_fragmented_message_is_cut_off_at_the_limit(door: str) -> None:
     async with running(SMALL_MESSAGES, door=door) as server, raw_peer(server.port) as peer:

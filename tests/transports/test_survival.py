@@ -20,7 +20,6 @@ the point. Each test prints its figures (run pytest with ``-s`` to see them).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import os
@@ -36,44 +35,17 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from rawws import CLOSE, PING, PONG, TEXT, close_frame, frame, text
+from rawws import CLOSE, PING, PONG, TEXT, close_frame, frame, text, upgrade_request
 from relayproc import RelayProcess, raise_open_file_limit, relay_process
 
 from conftest import make_config, running
+from core._frames import take_frames
 
 pytestmark = pytest.mark.anyio
 
 MB = 1024 * 1024
 _decode: Callable[[bytes | memoryview], Any] = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-
-
-def upgrade_request(path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def take_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
-    """Remove every complete server frame from ``buffer``: (opcode, payload) in order."""
-    out: list[tuple[int, bytes]] = []
-    pos, end = 0, len(buffer)
-    while end - pos >= 2:
-        first, size = buffer[pos], buffer[pos + 1]
-        assert not size & 0x80, "server frames must not be masked"
-        start = pos + 2
-        if size == 126:
-            size, start = int.from_bytes(buffer[pos + 2 : pos + 4]), pos + 4
-        elif size == 127:
-            size, start = int.from_bytes(buffer[pos + 2 : pos + 10]), pos + 10
-        if start + size > end:
-            break
-        out.append((first & 0x0F, bytes(buffer[start : start + size])))
-        pos = start + size
-    del buffer[:pos]
-    return out
 
 
 async def open_socket(port: int, *, rcvbuf: int | None = None, mss: int | None = None) -> socket.socket:

@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-from redisproc import redis_server
+from redisproc import RedisProcess, redis_server
 from relayproc import RelayProcess, relay_process
 from wsclient import clients, expect_close, recv_json
 
@@ -72,6 +73,19 @@ async def settled(read: Callable[[], list[int]], expected_total: int, timeout: f
     return counts
 
 
+@asynccontextmanager
+async def two_workers(backend: str, directory: Path) -> AsyncIterator[tuple[RedisProcess, RelayProcess]]:
+    """A real Redis, and ``relaycore serve --workers 2 --redis URL`` on it, its supervisor
+    listening (each worker said so, then the supervisor)."""
+    async with (
+        redis_server(directory) as redis,
+        relay_process(
+            backend, directory, CONFIG, args=["--workers", "2", "--redis", redis.url], listening=SUPERVISOR_LISTENING
+        ) as relay,
+    ):
+        yield redis, relay
+
+
 async def wait_for_workers(relay: RelayProcess, count: int, timeout: float = 5.0) -> list[int]:
     with anyio.fail_after(timeout):
         while len(pids := relay.children()) != count:
@@ -89,16 +103,7 @@ async def joins(port: int, count: int, tag: str) -> None:
 
 
 async def test_two_workers_share_one_port_and_both_serve(anyio_backend: str, tmp_path: Path) -> None:
-    async with (
-        redis_server(tmp_path) as redis,
-        relay_process(
-            anyio_backend,
-            tmp_path,
-            CONFIG,
-            args=["--workers", "2", "--redis", redis.url],
-            listening=SUPERVISOR_LISTENING,
-        ) as relay,
-    ):
+    async with two_workers(anyio_backend, tmp_path) as (redis, relay):
         workers = await wait_for_workers(relay, 2)
         assert len(relay.matching("INFO", "listening on ws://127.0.0.1")) == 3  # each worker's, then ours
         # The supervisor holds the port bound, never listening: no connection waits in it.
@@ -121,16 +126,7 @@ async def test_two_workers_share_one_port_and_both_serve(anyio_backend: str, tmp
 
 
 async def test_a_killed_worker_is_restarted_and_the_port_keeps_accepting(anyio_backend: str, tmp_path: Path) -> None:
-    async with (
-        redis_server(tmp_path) as redis,
-        relay_process(
-            anyio_backend,
-            tmp_path,
-            CONFIG,
-            args=["--workers", "2", "--redis", redis.url],
-            listening=SUPERVISOR_LISTENING,
-        ) as relay,
-    ):
+    async with two_workers(anyio_backend, tmp_path) as (_, relay):
         victim, survivor = await wait_for_workers(relay, 2)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -158,16 +154,7 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_accepting(anyio_b
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the supervisor's business alone
 async def test_the_port_stays_reserved_while_no_worker_listens(anyio_backend: str, tmp_path: Path) -> None:
-    async with (
-        redis_server(tmp_path) as redis,
-        relay_process(
-            anyio_backend,
-            tmp_path,
-            CONFIG,
-            args=["--workers", "2", "--redis", redis.url],
-            listening=SUPERVISOR_LISTENING,
-        ) as relay,
-    ):
+    async with two_workers(anyio_backend, tmp_path) as (_, relay):
         workers = await wait_for_workers(relay, 2)
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -226,16 +213,7 @@ async def test_sigterm_stops_every_worker_and_exits_0(anyio_backend: str, tmp_pa
 
 
 async def test_workers_stop_when_the_supervisor_is_killed(anyio_backend: str, tmp_path: Path) -> None:
-    async with (
-        redis_server(tmp_path) as redis,
-        relay_process(
-            anyio_backend,
-            tmp_path,
-            CONFIG,
-            args=["--workers", "2", "--redis", redis.url],
-            listening=SUPERVISOR_LISTENING,
-        ) as relay,
-    ):
+    async with two_workers(anyio_backend, tmp_path) as (_, relay):
         workers = await wait_for_workers(relay, 2)
         os.kill(relay.pid, signal.SIGKILL)
         with anyio.fail_after(5):
@@ -323,16 +301,7 @@ def test_the_restart_backoff_doubles_to_10_s_and_resets_after_a_life_of_10_s() -
 
 async def test_workers_are_one_relay(anyio_backend: str, tmp_path: Path) -> None:
     """Members spread over the workers hear each other and count each other."""
-    async with (
-        redis_server(tmp_path) as redis,
-        relay_process(
-            anyio_backend,
-            tmp_path,
-            CONFIG,
-            args=["--workers", "2", "--redis", redis.url],
-            listening=SUPERVISOR_LISTENING,
-        ) as relay,
-    ):
+    async with two_workers(anyio_backend, tmp_path) as (_, relay):
         workers = await wait_for_workers(relay, 2)
         async with clients(relay.port) as connect:
             members = []

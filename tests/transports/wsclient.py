@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -49,11 +50,29 @@ async def recv_json(client: Client, timeout: float = TIMEOUT) -> Any:
     return json.loads(data)
 
 
+async def join(connect: Any, path: str) -> tuple[Client, dict[str, Any]]:
+    """Join ``path`` through ``connect``: the member, and its self-join frame."""
+    client: Client = await connect(path)
+    hello = await recv_json(client)
+    assert hello["type"] == "join" and hello["self"] is True, f"not a self-join: {hello}"
+    return client, hello
+
+
+async def joined(connect: Any, path: str) -> Client:
+    """The member of :func:`join` alone."""
+    return (await join(connect, path))[0]
+
+
 async def join_all(connect: Any, *paths: str) -> list[Client]:
     """Connect one member per path, in order, reading every join frame that meanwhile
     arrives: each member's self-join, and the notices of later joins to earlier members."""
+    return await join_across(*((connect, path) for path in paths))
+
+
+async def join_across(*joiners: tuple[Any, str]) -> list[Client]:
+    """:func:`join_all` with a ``connect`` of its own for each path (a node of a cluster each)."""
     joined: list[Client] = []
-    for path in paths:
+    for connect, path in joiners:
         member = await connect(path)
         await recv_json(member)
         for earlier in joined:
@@ -98,45 +117,35 @@ async def expect_silence(client: Client, *, after: tuple[Client, str] | None = N
     assert frame.get("message") == {"marker": token}, f"unexpected frame {frame}"
 
 
-class _WebsocketsClient:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+@dataclass
+class _LibraryClient:
+    """A library's WebSocket connection as a :class:`Client`: its three methods, the
+    exception it raises once the connection is closed, and how that says the close code."""
 
-    async def send(self, data: str | bytes) -> None:
-        await self._conn.send(data)
-
-    async def recv(self, timeout: float = TIMEOUT) -> str | bytes:
-        import websockets
-
-        with anyio.fail_after(timeout):
-            try:
-                return await self._conn.recv()  # type: ignore[no-any-return]
-            except websockets.ConnectionClosed as exc:
-                rcvd = exc.rcvd
-                raise Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
-
-    async def close(self, code: int = 1000) -> None:
-        await self._conn.close(code)
-
-
-class _TrioClient:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def send(self, data: str | bytes) -> None:
-        await self._conn.send_message(data)
+    send: Callable[[str | bytes], Awaitable[None]]
+    receive: Callable[[], Awaitable[str | bytes]]
+    close_with: Callable[[int], Awaitable[None]]
+    ended: type[Exception]
+    closed: Callable[[Any], Closed]
 
     async def recv(self, timeout: float = TIMEOUT) -> str | bytes:
-        import trio_websocket
-
         with anyio.fail_after(timeout):
             try:
-                return await self._conn.get_message()  # type: ignore[no-any-return]
-            except trio_websocket.ConnectionClosed as exc:
-                raise Closed(exc.reason.code, exc.reason.reason or "") from None
+                return await self.receive()
+            except self.ended as exc:
+                raise self.closed(exc) from None
 
     async def close(self, code: int = 1000) -> None:
-        await self._conn.aclose(code)
+        await self.close_with(code)
+
+
+def _websockets_closed(exc: Any) -> Closed:
+    rcvd = exc.rcvd
+    return Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "")
+
+
+def _trio_websocket_closed(exc: Any) -> Closed:
+    return Closed(exc.reason.code, exc.reason.reason or "")
 
 
 @asynccontextmanager
@@ -159,7 +168,8 @@ async def clients(port: int, host: str = "127.0.0.1", *, tls: ssl.SSLContext | N
                     )
                 except trio_websocket.ConnectionRejected as exc:
                     raise Rejected(exc.status_code) from None
-                return _TrioClient(conn)
+                ended = trio_websocket.ConnectionClosed
+                return _LibraryClient(conn.send_message, conn.get_message, conn.aclose, ended, _trio_websocket_closed)
             import websockets
 
             try:
@@ -169,6 +179,6 @@ async def clients(port: int, host: str = "127.0.0.1", *, tls: ssl.SSLContext | N
             except websockets.InvalidStatus as exc:
                 raise Rejected(exc.response.status_code) from None
             stack.push_async_callback(conn.close)
-            return _WebsocketsClient(conn)
+            return _LibraryClient(conn.send, conn.recv, conn.close, websockets.ConnectionClosed, _websockets_closed)
 
         yield connect
