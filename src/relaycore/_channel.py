@@ -8,7 +8,6 @@ keeps them.
 
 from __future__ import annotations
 
-import hmac
 from typing import Protocol, runtime_checkable
 
 from ._config import NamespaceConfig
@@ -18,7 +17,7 @@ from ._limits import TokenBucket
 from ._names import JoinOptions
 from ._outbox import Outbox
 
-__all__ = ["Channel", "Departure", "JoiningSession", "Member", "Present", "Session", "same_key"]
+__all__ = ["Channel", "Departure", "JoiningSession", "Member", "Present", "Session"]
 
 
 class Session(Protocol):
@@ -113,10 +112,3 @@ class Channel:
 #: A member on its way out: the close code and reason its session gets (None: it left by
 #: itself, nothing to close).
 Departure = tuple["Member", int | None, str]
-
-
-def same_key(offered: str | None, expected: str | None) -> bool:
-    """Constant-time key comparison; a missing side never matches."""
-    if offered is None or expected is None:
-        return False
-    return hmac.compare_digest(offered.encode(), expected.encode())

@@ -11,48 +11,50 @@ objects are put into every recipient's outbox.
 Time and identity are injected: ``clock`` gives the wall time for ``date`` stamps, ``uids``
 makes candidate uids. The hub never touches sockets or the event loop.
 
-The hub's public methods are also the seam for clustering: a cluster-aware hub keeps
-the same methods and adds fan-out to other nodes (uid allocation, keys and presence are
-each decided in one overridable method: ``_new_uid``, ``_admit``, ``_presence``).
+The hub is made of three parts, each a rule written once, which a cluster node
+(:class:`~relaycore.ClusterHub`, a hub too) uses as they are:
+
+- :attr:`Hub.access` (``relaycore._access.Access``): who may join, send and push;
+- :attr:`Hub.presence` (``relaycore._presence.Presence``): uids, self-joins, join and
+  leave events, and the sweep of the members too slow to take the leaves;
+- :attr:`Hub.fanout` (``relaycore._fanout.Fanout``): one encoded message into many
+  outboxes, the slow consumers departing together.
+
+Where a cluster node differs, the hub calls one of its own public methods, which the node
+overrides: :meth:`Hub.broadcast` (a member's message also goes to the other nodes),
+:meth:`Hub.forward` (a direct message to a uid on another node), :meth:`Hub.deliver_push`
+(a push counts every node's members) and :meth:`Hub.departed` (a node asks Redis before
+anyone hears of a leave). Joins go through the backplane (``relaycore._protocols``).
+Every departure, whatever its cause, is one call of :meth:`Hub.depart`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
 
-from ._channel import Channel, Departure, JoiningSession, Member, Present, Session, same_key
-from ._config import Config, NamespaceConfig
-from ._counters import Counters, Tally
+from ._access import Access
+from ._channel import Channel, Departure, JoiningSession, Member, Session
+from ._config import Config
+from ._counters import Counters
 from ._errors import HTTPError, RelayUsageError
-from ._limits import ClientLimiter, TokenBucket, TrustedProxies
-from ._names import JoinOptions, NamespaceTable
+from ._fanout import Fanout, envelope
+from ._limits import ClientLimiter, TrustedProxies
+from ._names import JoinOptions
 from ._origins import Origins
 from ._outbox import Outbox
+from ._presence import Presence
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._texts import (
     BINARY_UNSUPPORTED,
     CLOSE_POLICY,
     INVALID_JSON,
-    JOIN_KEY_REQUIRED,
     SEND_KEY_REQUIRED,
-    SLOW_CONSUMER,
     rate_limited,
     user_not_found,
 )
-from ._wire import (
-    Envelope,
-    ErrorFrame,
-    JoinFrame,
-    LeaveFrame,
-    SelfJoinFrame,
-    UserEntry,
-    encode,
-    parse_json,
-    text_frame,
-)
+from ._wire import ErrorFrame, encode, parse_json
 
 __all__ = ["Hub"]
 
@@ -60,10 +62,6 @@ __all__ = ["Hub"]
 #: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
 MAX_WARNINGS = 3
 WARNING_WINDOW = 60.0
-
-
-def _room(member: Member) -> int:
-    return member.outbox.room()
 
 
 class Hub:
@@ -76,12 +74,16 @@ class Hub:
     def __init__(self, config: Config, clock: Clock, uids: UidSource, *, backplane: Backplane | None = None) -> None:
         self.config = config
         self.clock = clock
-        self._uids = uids
         #: Decides joins: at once in memory (the default), or later for a cluster.
         self.backplane: Backplane = backplane or LocalBackplane()
-        self._namespaces = NamespaceTable(config.namespaces)
         #: What the relay did, counted where it decided it (read by metrics exporters).
         self.counters = Counters(config.namespaces)
+        #: Who may join, send and push: the key rules.
+        self.access = Access(config.namespaces)
+        #: Delivery: one encoded message into many outboxes.
+        self.fanout = Fanout(self.depart)
+        #: Joins and leaves: uids, self-joins, join and leave events.
+        self.presence = Presence(config.limits, clock, uids, self.now_ms, self.access, self.counters, self.fanout)
         #: Live channels by name.
         self.channels: dict[str, Channel] = {}
         #: Outboxes with bytes to flush; see :meth:`take_ready`.
@@ -130,8 +132,7 @@ class Hub:
 
     def namespace(self, name: str) -> str:
         """The namespace label of channel ``name``: the reserved prefix covering it, or ``""``."""
-        prefix = self._namespaces.lookup(name)
-        return "" if prefix is None else prefix
+        return self.access.lookup(name)[0]
 
     # -- membership ---------------------------------------------------------------
 
@@ -164,28 +165,17 @@ class Hub:
 
     def admit(self, request: JoinRequest) -> Member:
         """Decide ``request`` in this process (the in-memory backplane's decision)."""
-        name, options = request.name, request.options
+        name = request.name
         channel = self.channels.get(name)
         fresh = channel is None
         if channel is None:
-            channel = self._new_channel(name)
-        can_send = self._admit(channel, options, fresh)
+            channel = self.presence.open(name)
+        can_send = self.access.join(channel, request.options, fresh)
         if fresh:
             self.channels[name] = channel
-        member = self._enroll(channel, self._new_uid(channel), request, can_send)
-        self._presence_join(member, options.list, channel.members.values())
-        return member
-
-    def _enroll(self, channel: Channel, uid: str, request: JoinRequest, can_send: bool) -> Member:
-        """Make ``request``'s member ``uid`` of ``channel``; its greeting goes into its outbox first."""
-        limits = self.config.limits
-        bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self.clock.monotonic())
-        member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
-        member.can_send = can_send
-        channel.members[uid] = member
-        channel._changed()
-        request.outbox.write(request.greeting)
-        return member
+        members = channel.members
+        uid = self.presence.new_uid(members.__contains__)
+        return self.presence.enroll(channel, uid, request, can_send, members.values())
 
     def leave(self, member: Member) -> None:
         """Remove a member (any way it goes); the others get a leave event.
@@ -193,7 +183,7 @@ class Hub:
         Calling it again for the same member does nothing.
         """
         if member.joined:
-            self._depart(member.channel, [(member, None, "")])
+            self.depart(member.channel, [(member, None, "")])
 
     def shutdown(self) -> None:
         """The relay is going away: from now on nobody is told about leaves.
@@ -206,7 +196,38 @@ class Hub:
     def kick(self, member: Member, code: int, reason: str) -> None:
         """Remove a member on the relay's initiative and ask its session to close."""
         if member.joined:
-            self._depart(member.channel, [(member, code, reason)])
+            self.depart(member.channel, [(member, code, reason)])
+
+    def depart(self, channel: Channel, departures: list[Departure]) -> None:
+        """Remove members from ``channel``, tell the others, then close the kicked ones.
+
+        Every departure goes through here: a leave, a kick, the slow consumers of one
+        delivery. It never recurses, however many members go at once: the members left are
+        told once (:meth:`departed`, which may find more slow consumers and add them to the
+        departures), a channel that emptied vanishes with its keys and uids, and only then
+        are the sessions asked to close (which never calls back into the hub's routing).
+        """
+        members = channel.members
+        before = len(members)
+        gone = self.presence.remove(channel, departures)
+        if not gone:
+            return
+        self.departed(channel, gone, before)
+        if not members and self.channels.get(channel.name) is channel:
+            del self.channels[channel.name]
+        for member, code, reason in gone:
+            if code is not None:
+                member.session.kick(code, reason)
+
+    def departed(self, channel: Channel, gone: list[Departure], before: int) -> None:
+        """``gone`` left ``channel``, which had ``before`` members: tell the others.
+
+        One relay announces the leaves now (unless it is shutting down), sweeping into
+        ``gone`` the members too slow to take them. A cluster node overrides this: it asks
+        Redis first, and its members hear the leaves when Redis's record comes back.
+        """
+        if channel.members and not self.closing:
+            self.presence.announce_leaves(channel, gone, before)
 
     # -- limits -------------------------------------------------------------------
 
@@ -266,21 +287,34 @@ class Hub:
         if not member.can_send:
             self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
-        envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
-        channel = member.channel
-        self._deliver(channel.everyone, encode(envelope), None if member.echo else member, channel.tally)
+        self.broadcast(member.channel, envelope(self.now_ms(), message, member), None if member.echo else member)
+
+    def broadcast(self, channel: Channel, payload: bytes, skip: Member | None) -> None:
+        """Deliver a member's encoded message to everyone in ``channel`` but ``skip``.
+
+        A cluster node overrides this to send the same bytes to the other nodes too.
+        """
+        self.fanout.deliver(channel.everyone, payload, skip, channel.tally)
 
     def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> None:
         """Send a validated JSON value from ``member`` to member ``uid`` of its channel only."""
         if not member.can_send:
             self._drop(member, "send_key", SEND_KEY_REQUIRED)
             return
-        target = member.channel.members.get(uid)
-        if target is None:
+        channel = member.channel
+        target = channel.members.get(uid)
+        if target is not None:
+            self.fanout.deliver((target,), envelope(self.now_ms(), message, member), None, channel.tally)
+        elif not self.forward(member, uid, message):
             self._drop(member, "unknown_uid", user_not_found(uid))
-            return
-        envelope = Envelope(uid=member.uid, alias=member.alias, date=self.now_ms(), message=message)
-        self._deliver((target,), encode(envelope), None, member.channel.tally)
+
+    def forward(self, member: Member, uid: str, message: msgspec.Raw) -> bool:
+        """A direct message from ``member`` to ``uid``, who is not here: whether it went on.
+
+        One relay has nobody else to ask (False: the sender hears that ``uid`` is not
+        found). A cluster node overrides this to send it to the node ``uid`` is on.
+        """
+        return False
 
     def push(
         self, name: str, message: msgspec.Raw, key: str | None, client: str = "", waiter: PushWaiter | None = None
@@ -292,217 +326,29 @@ class Hub:
         under a reserved namespace whose send key equals ``key``, and HTTPError(429) when
         ``client`` pushes faster than ``pushes_per_second_per_ip``.
         """
-        self._push_allowed(name, key, client)
+        if not self.pushes.take(client, self.clock.monotonic()):
+            raise HTTPError(429, "Too many pushes; slow down.", [(b"retry-after", b"1")])
+        self.access.push(name, key)
+        return self.deliver_push(name, message, waiter)
+
+    def deliver_push(self, name: str, message: msgspec.Raw, waiter: PushWaiter | None) -> int | None:
+        """Deliver an allowed push to channel ``name``: how many members it reached.
+
+        A cluster node overrides this to count (and reach) every node's members, and may
+        answer later, through ``waiter``.
+        """
         channel = self.channels.get(name)
         if channel is None:
             return 0
         recipients = channel.everyone
-        self._deliver(recipients, encode(Envelope(date=self.now_ms(), message=message)), None, channel.tally)
+        self.fanout.deliver(recipients, envelope(self.now_ms(), message), None, channel.tally)
         return len(recipients)
-
-    def _push_allowed(self, name: str, key: str | None, client: str) -> None:
-        """The rate and key checks of an HTTP push (HTTPError 429 or 403)."""
-        if not self.pushes.take(client, self.clock.monotonic()):
-            raise HTTPError(429, "Too many pushes; slow down.", [(b"retry-after", b"1")])
-        reservation = self._reservation(name)
-        if reservation is None or reservation.send_key is None:
-            raise HTTPError(403, "Pushing requires a reserved namespace with a sendKey.")
-        if not same_key(key, reservation.send_key):
-            raise HTTPError(403, "Pushing requires a valid x-send-key.")
 
     def error(self, member: Member, text: str) -> None:
         """Send an error frame to ``member`` only."""
-        self._deliver((member,), encode(ErrorFrame(message=text, date=self.now_ms())), None)
+        self.fanout.deliver((member,), encode(ErrorFrame(message=text, date=self.now_ms())), None)
 
     def _drop(self, member: Member, reason: str, text: str) -> None:
         """``member``'s message is not relayed, for ``reason`` (counted): it gets error ``text``."""
         member.channel.tally.dropped[reason] += 1
         self.error(member, text)
-
-    # -- decisions (overridable by a cluster-aware hub) ---------------------------------
-
-    def _reservation(self, name: str) -> NamespaceConfig | None:
-        prefix = self._namespaces.lookup(name)
-        return None if prefix is None else self.config.namespaces[prefix]
-
-    def _new_channel(self, name: str) -> Channel:
-        """A channel named ``name`` with its namespace's reservation and counters (not yet listed)."""
-        prefix = self._namespaces.lookup(name)
-        if prefix is None:
-            return Channel(name, None, self.counters.tally(""))
-        return Channel(name, self.config.namespaces[prefix], self.counters.tally(prefix))
-
-    def _admit(self, channel: Channel, options: JoinOptions, fresh: bool) -> bool:
-        """Check the join key; return whether the joiner may send (PROTOCOL.md section 6)."""
-        reservation = channel.reservation
-        if reservation is not None:
-            return self._admit_reserved(reservation, options)
-        if fresh:
-            # The first joiner of an open channel sets its keys until it empties.
-            channel.join_key = options.join_key
-            channel.send_key = options.send_key
-            return True
-        if channel.join_key is not None and not same_key(options.join_key, channel.join_key):
-            raise HTTPError(403, JOIN_KEY_REQUIRED)
-        return channel.send_key is None or same_key(options.send_key, channel.send_key)
-
-    @staticmethod
-    def _admit_reserved(reservation: NamespaceConfig, options: JoinOptions) -> bool:
-        """The keys of a reserved namespace: HTTPError(403) or whether the joiner may send."""
-        key_in_play = reservation.join_key is not None or options.join_key is not None
-        if key_in_play and not same_key(options.join_key, reservation.join_key):
-            raise HTTPError(403, JOIN_KEY_REQUIRED)
-        if options.send_key is not None:
-            if not same_key(options.send_key, reservation.send_key):
-                raise HTTPError(403, "Invalid sendKey for this namespace.")
-            return True
-        return reservation.send_key is None
-
-    def _new_uid(self, channel: Channel) -> str:
-        for _ in range(1000):
-            uid = self._uids()
-            if uid not in channel.members:
-                return uid
-        raise RelayUsageError("the uid source keeps repeating itself")
-
-    def _presence_join(self, member: Member, with_users: bool, everyone: Collection[Present]) -> None:
-        """The joiner's self-join and the others' join event. ``everyone`` is the channel's
-        membership the totals and ``users`` count, the joiner among them (a cluster counts
-        every node's)."""
-        channel = member.channel
-        total = len(everyone)
-        date = self.now_ms()
-        users = None
-        if with_users:
-            users = [UserEntry(uid=m.uid, alias=m.alias, is_self=m.uid == member.uid) for m in everyone if m.announce]
-        own = encode(SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users))
-        # Never refused: a member cannot be cut off before it even knows its uid.
-        member.outbox.put_always(own, text_frame(own))
-        if len(channel.members) > 1:
-            frame = JoinFrame(total=total, date=date)
-            if member.announce:
-                frame.uid, frame.alias = member.uid, member.alias
-            self._deliver(channel.everyone, encode(frame), member)
-
-    # -- delivery -----------------------------------------------------------------
-
-    def _deliver(
-        self, recipients: Sequence[Member], payload: bytes, skip: Member | None, relayed: Tally | None = None
-    ) -> None:
-        """Put one encoded message into every recipient's outbox (framed once).
-
-        The recipients are members of one channel (``skip``, if given, is one of them);
-        those whose outbox refuses the message are closed as slow consumers, all in one
-        departure. A relayed message (a broadcast, a direct message, a push, not a presence
-        event or an error) is counted in the ``relayed`` tally, its channel's.
-        """
-        frame = text_frame(payload)
-        slow: list[Departure] | None = None
-        for member in recipients:
-            if member is not skip and not member.outbox.put(payload, frame):
-                if slow is None:
-                    slow = []
-                slow.append((member, CLOSE_POLICY, SLOW_CONSUMER))
-        if relayed is not None:
-            reached = len(recipients) if skip is None else len(recipients) - 1
-            if slow is not None:
-                reached -= len(slow)
-            relayed.delivered += reached
-            relayed.bytes_out += reached * len(payload)
-        if slow is not None:
-            channel = slow[0][0].channel
-            channel.tally.dropped["slow_consumer"] += len(slow)
-            self._depart(channel, slow)
-
-    def _depart(self, channel: Channel, departures: list[Departure]) -> None:
-        """Remove members from ``channel``, announce their leaves, then close the kicked ones.
-
-        Departures never recurse, however many members go at once: those who cannot take
-        the leave announcements are found first and depart in the same pass (see
-        :meth:`_announce_leaves`), the leaves then go out once, and only then are the
-        sessions asked to close (which never calls back into the hub's routing).
-        """
-        members = channel.members
-        before = len(members)
-        gone = self._remove(channel, departures)
-        if not gone:
-            return
-        if members and not self.closing:
-            self._announce_leaves(channel, gone, before)
-        if not members and self.channels.get(channel.name) is channel:
-            # The channel, its keys and its uids vanish with the last member.
-            del self.channels[channel.name]
-        for member, code, reason in gone:
-            if code is not None:
-                member.session.kick(code, reason)
-
-    @staticmethod
-    def _remove(channel: Channel, departures: list[Departure]) -> list[Departure]:
-        """Take the departing members still in ``channel`` out of it; return those departures."""
-        members = channel.members
-        gone: list[Departure] = []
-        for departure in departures:
-            member = departure[0]
-            if members.get(member.uid) is member:
-                del members[member.uid]
-                gone.append(departure)
-        if gone:
-            channel._changed()
-        return gone
-
-    def _announce_leaves(self, channel: Channel, gone: list[Departure], before: int) -> None:
-        """Tell the members left in ``channel`` about every departure in ``gone``, in order.
-
-        The k-th leave carries ``total = before - 1 - k``. A remaining member whose outbox
-        cannot take all of the leaves is a slow consumer: it departs too (appended to
-        ``gone``, kicked by the caller), which adds one more leave for the others. The
-        members are swept in order of free room, so finding every such member is one
-        sort and one pass, however the crowd cascades.
-        """
-        date = self.now_ms()
-        payloads: list[bytes] = []
-        frames: list[bytes] = []
-        need = [0, 0]  # bytes of the leaves so far: [unframed, framed]
-
-        def add(member: Member) -> None:
-            frame = LeaveFrame(total=before - 1 - len(payloads), date=date)
-            if member.announce:
-                frame.uid, frame.alias = member.uid, member.alias
-            payload = encode(frame)
-            framed = text_frame(payload)
-            payloads.append(payload)
-            frames.append(framed)
-            need[0] += len(payload)
-            need[1] += len(framed)
-
-        for member, _, _ in gone:
-            add(member)
-        members = channel.members
-        kinds: list[list[Member]] = [[], []]
-        for member in members.values():
-            kinds[member.outbox.framed].append(member)
-        for kind in kinds:
-            kind.sort(key=_room)
-        cursor = [0, 0]
-        swept = True
-        while swept:
-            swept = False
-            for k in (0, 1):
-                kind, i = kinds[k], cursor[k]
-                while i < len(kind) and kind[i].outbox.room() < need[k]:
-                    member = kind[i]
-                    i += 1
-                    del members[member.uid]
-                    member.outbox.overflowed = True
-                    channel.tally.dropped["slow_consumer"] += 1
-                    gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
-                    add(member)
-                    swept = True
-                cursor[k] = i
-        channel._changed()
-        if not members:
-            return
-        joined = b"".join(frames)
-        for member in channel.everyone:
-            # Cannot be refused: every member left has room for all of it (swept above).
-            member.outbox.put_batch(payloads, joined)

@@ -622,7 +622,7 @@ def test_offline_the_keys_are_those_the_node_last_knew_or_set_itself() -> None:
 
 
 def test_a_replica_buffering_too_many_records_for_its_snapshot_syncs_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("relaycore._cluster.MAX_BUFFERED", 3)
+    monkeypatch.setattr("relaycore._cluster_replication.MAX_BUFFERED", 3)
     c = FakeCluster()
     far = Client(c["a"], ROOM)
     near = Client(c["b"], ROOM)
@@ -645,7 +645,7 @@ def test_a_replica_buffering_too_many_records_for_its_snapshot_syncs_afresh(monk
 
 @pytest.mark.parametrize("sync", ["repair", "resync"])
 def test_a_join_in_flight_during_a_sync_is_still_admitted(sync: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("relaycore._cluster.MAX_BUFFERED", 3)
+    monkeypatch.setattr("relaycore._cluster_replication.MAX_BUFFERED", 3)
     c = FakeCluster()
     far = Client(c["a"], ROOM)
     if sync == "repair":

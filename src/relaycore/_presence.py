@@ -1,0 +1,190 @@
+"""Presence: members coming into channels and going, and what the others hear of it.
+
+Theory of operation. A joiner gets a uid unique in its channel, then a self-join frame
+(its uid, the channel's total, the announced members if it asked for the list), and the
+others get one join event; a departure takes members out of their channel and the others
+get one leave event per member, the k-th carrying ``total = before - 1 - k``. An event
+names its member (``uid``, ``alias``) only when that member asked to be announced.
+
+The *totals* and the *list* count whatever membership the caller passes: one relay counts
+its channel's members, a cluster node counts its replica of the channel (every node's
+members). Both hubs make their presence frames here, so the frames are the same wherever
+a member is connected.
+
+The leaves of one departure go out as one batch per member. A member that cannot take the
+whole batch is a slow consumer and departs in the same pass (which adds one more leave for
+the others); :meth:`Presence.announce_leaves` finds all such members with one sort and one
+sweep, however the crowd cascades, and never recurses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from ._access import Access
+from ._channel import Channel, Departure, Member, Present
+from ._config import LimitsConfig
+from ._counters import Counters
+from ._errors import RelayUsageError
+from ._fanout import Fanout
+from ._limits import TokenBucket
+from ._protocols import Clock, JoinRequest, UidSource
+from ._texts import CLOSE_POLICY, SLOW_CONSUMER
+from ._wire import JoinFrame, LeaveFrame, SelfJoinFrame, UserEntry, encode, text_frame
+
+__all__ = ["Presence", "event"]
+
+
+def event(frame: JoinFrame | LeaveFrame, who: Present) -> bytes:
+    """A join or leave event about ``who``, encoded: named only if ``who`` is announced."""
+    if who.announce:
+        frame.uid, frame.alias = who.uid, who.alias
+    return encode(frame)
+
+
+def _room(member: Member) -> int:
+    return member.outbox.room()
+
+
+class Presence:
+    """Admits members into channels and tells the others, for one hub."""
+
+    __slots__ = ("_access", "_clock", "_counters", "_fanout", "_limits", "_now_ms", "_uids")
+
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        clock: Clock,
+        uids: UidSource,
+        now_ms: Callable[[], int],
+        access: Access,
+        counters: Counters,
+        fanout: Fanout,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._uids = uids
+        self._now_ms = now_ms
+        self._access = access
+        self._counters = counters
+        self._fanout = fanout
+
+    def open(self, name: str) -> Channel:
+        """A channel named ``name`` with its namespace's reservation and counters (not yet listed)."""
+        prefix, reservation = self._access.lookup(name)
+        return Channel(name, reservation, self._counters.tally(prefix))
+
+    def new_uid(self, taken: Callable[[str], bool]) -> str:
+        """A uid from the hub's uid source that is not ``taken``."""
+        for _ in range(1000):
+            uid = self._uids()
+            if not taken(uid):
+                return uid
+        raise RelayUsageError("the uid source keeps repeating itself")
+
+    def enroll(
+        self, channel: Channel, uid: str, request: JoinRequest, can_send: bool, everyone: Collection[Present]
+    ) -> Member:
+        """Make ``request``'s member ``uid`` of ``channel`` and tell everyone.
+
+        The joiner's outbox gets the request's greeting first, then its self-join; the
+        others get a join event. ``everyone`` is the membership the totals and ``users``
+        count, the joiner among them (a cluster node counts every node's).
+        """
+        limits = self._limits
+        bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, self._clock.monotonic())
+        member = Member(uid, request.options, channel, request.outbox, request.session, bucket)
+        member.can_send = can_send
+        channel.members[uid] = member
+        channel._changed()
+        request.outbox.write(request.greeting)
+        self._greet(member, request.options.list, everyone)
+        return member
+
+    def _greet(self, member: Member, with_users: bool, everyone: Collection[Present]) -> None:
+        """The joiner's self-join and the others' join event."""
+        channel = member.channel
+        total = len(everyone)
+        date = self._now_ms()
+        users = None
+        if with_users:
+            users = [UserEntry(uid=m.uid, alias=m.alias, is_self=m.uid == member.uid) for m in everyone if m.announce]
+        own = encode(SelfJoinFrame(uid=member.uid, alias=member.alias, total=total, date=date, users=users))
+        # Never refused: a member cannot be cut off before it even knows its uid.
+        member.outbox.put_always(own, text_frame(own))
+        if len(channel.members) > 1:
+            self.announce(channel, JoinFrame(total=total, date=date), member, member)
+
+    def announce(
+        self, channel: Channel, frame: JoinFrame | LeaveFrame, who: Present, skip: Member | None = None
+    ) -> None:
+        """Tell the members of ``channel`` (but ``skip``) that ``who`` joined or left."""
+        self._fanout.deliver(channel.everyone, event(frame, who), skip)
+
+    @staticmethod
+    def remove(channel: Channel, departures: list[Departure]) -> list[Departure]:
+        """Take the departing members still in ``channel`` out of it; return those departures."""
+        members = channel.members
+        gone: list[Departure] = []
+        for departure in departures:
+            member = departure[0]
+            if members.get(member.uid) is member:
+                del members[member.uid]
+                gone.append(departure)
+        if gone:
+            channel._changed()
+        return gone
+
+    def announce_leaves(self, channel: Channel, gone: list[Departure], before: int) -> None:
+        """Tell the members left in ``channel`` about every departure in ``gone``, in order.
+
+        ``before`` is the total the first leave counts down from. A remaining member whose
+        outbox cannot take all of the leaves is a slow consumer: it departs too (appended to
+        ``gone``, kicked by the caller), which adds one more leave for the others. The
+        members are swept in order of free room, so finding every such member is one sort
+        and one pass, however the crowd cascades.
+        """
+        date = self._now_ms()
+        payloads: list[bytes] = []
+        frames: list[bytes] = []
+        need = [0, 0]  # bytes of the leaves so far: [unframed, framed]
+
+        def add(member: Member) -> None:
+            payload = event(LeaveFrame(total=before - 1 - len(payloads), date=date), member)
+            framed = text_frame(payload)
+            payloads.append(payload)
+            frames.append(framed)
+            need[0] += len(payload)
+            need[1] += len(framed)
+
+        for member, _, _ in gone:
+            add(member)
+        members = channel.members
+        kinds: list[list[Member]] = [[], []]
+        for member in members.values():
+            kinds[member.outbox.framed].append(member)
+        for kind in kinds:
+            kind.sort(key=_room)
+        cursor = [0, 0]
+        swept = True
+        while swept:
+            swept = False
+            for k in (0, 1):
+                kind, i = kinds[k], cursor[k]
+                while i < len(kind) and kind[i].outbox.room() < need[k]:
+                    member = kind[i]
+                    i += 1
+                    del members[member.uid]
+                    member.outbox.overflowed = True
+                    channel.tally.dropped["slow_consumer"] += 1
+                    gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+                    add(member)
+                    swept = True
+                cursor[k] = i
+        channel._changed()
+        if not members:
+            return
+        joined = b"".join(frames)
+        for member in channel.everyone:
+            # Cannot be refused: every member left has room for all of it (swept above).
+            member.outbox.put_batch(payloads, joined)
