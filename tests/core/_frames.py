@@ -28,6 +28,16 @@ SAMPLE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 _MASK = b"\x37\xfa\x21\x3d"
 
+#: A valid upgrade request's headers as a server hands them on (lower-case names, bytes: an
+#: ASGI scope's, ``ClientSession.request``'s), the key last.
+UPGRADE_HEADERS = [
+    (b"host", b"relay.test"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-version", b"13"),
+    (b"sec-websocket-key", SAMPLE_KEY.encode()),
+]
+
 
 # -- client -> server ------------------------------------------------------------------
 

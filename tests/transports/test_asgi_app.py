@@ -19,19 +19,12 @@ import anyio
 import pytest
 
 from conftest import make_config
+from core._frames import UPGRADE_HEADERS
 from transports.asgi import RelayApp, create_app
 
 pytestmark = pytest.mark.anyio
 
 DENIAL = {"websocket.http.response": {}}
-#: What a server passes on from a client's upgrade request.
-UPGRADE_HEADERS = [
-    (b"host", b"relay.test"),
-    (b"upgrade", b"websocket"),
-    (b"connection", b"Upgrade"),
-    (b"sec-websocket-version", b"13"),
-    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-]
 
 
 class FakeSocket:

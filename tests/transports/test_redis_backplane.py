@@ -1,4 +1,6 @@
-"""A cluster of relay processes on one real Redis behaves as one relay.
+"""transports.redis_backplane: a cluster of relay processes on one real Redis behaves as one relay.
+
+(The cluster node itself, ClusterHub, is tested without I/O in tests/core/test_cluster.py.)
 
 Every test starts a ``redis-server`` on a free port and two or three ``relaycore serve
 --redis`` processes (on the test's backend, asyncio or trio), then talks to them with real
