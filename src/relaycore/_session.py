@@ -18,29 +18,29 @@ hand the session :data:`Routes`: HTTP paths of its own (metrics, static files), 
 plain request only once the relay's own paths (``/c/``, ``/r/``, ``/push/``, ``/health``,
 ``/version``, ``/echo``) did not take it.
 
-Every rule of PROTOCOL.md that a client meets is decided here and only here: routes and
-methods, the per-address connection rate, keys (through the hub), the client address behind
-trusted proxies, the message size and its 1009, push validation and its JSON refusals,
-``/health`` and ``/version``, slow consumers, the shutdown close. A framing adapter (the
-h11 + wsproto :class:`~relaycore.Connection`) or a server that frames for us (ASGI) only
-moves bytes and messages, and asks the session whenever it needs a decision.
+Every rule of PROTOCOL.md that a client meets is decided in the session layer and only
+there: routes and methods, the per-address connection rate, keys (through the hub), the
+client address behind trusted proxies, the message size and its 1009, slow consumers, the
+shutdown close here; what an upgrade must show in :mod:`relaycore._upgrade`; push
+validation and its JSON refusals, ``/health``, ``/version`` and CORS preflights in
+:mod:`relaycore._endpoints`; the answers and the transport's side in
+:mod:`relaycore._session_seams`. A framing adapter (the h11 + wsproto
+:class:`~relaycore.Connection`) or a server that frames for us (ASGI) only moves bytes and
+messages, and asks the session whenever it needs a decision.
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Sequence
-from typing import Protocol
-from urllib.parse import unquote_to_bytes
-
-import msgspec
+from collections.abc import Callable
 
 from ._channel import Member
+from ._endpoints import CORS_METHODS, PUSH_METHODS, plain, preflight, push_request, pushed
 from ._errors import HTTPError
 from ._hub import Hub
 from ._limits import client_address
 from ._names import parse_channel, parse_options
 from ._outbox import Outbox
+from ._session_seams import Answer, Headers, Routes, SessionTransport, origin, refusal
 from ._texts import (
     BODY_TOO_LARGE,
     CLOSE_ABNORMAL,
@@ -51,16 +51,11 @@ from ._texts import (
     CLOSE_TOO_BIG,
     CLUSTER_UNAVAILABLE,
     INTERNAL_ERROR,
-    INVALID_JSON_BODY,
-    METHOD_NOT_ALLOWED,
-    NOT_FOUND,
-    ORIGIN_NOT_ALLOWED,
     SHUTTING_DOWN,
     SLOW_CONSUMER,
     TOO_BIG,
-    UPGRADE_REQUIRED,
 )
-from ._wire import parse_json
+from ._upgrade import check_upgrade, upgrade_required
 
 __all__ = [
     "Answer",
@@ -72,66 +67,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-TEXT_PLAIN = b"text/plain; charset=utf-8"
-APPLICATION_JSON = b"application/json"
-
-Headers = Sequence[tuple[bytes, bytes]]
-"""Request headers as (name, value) pairs; names in lower case, as h11 and ASGI give them."""
-
-#: The methods each of the relay's plain HTTP endpoints takes (a page's CORS preflight is told).
-CORS_METHODS = {b"/health": b"GET, HEAD", b"/version": b"GET, HEAD"}
-PUSH_METHODS = b"POST"
-
-#: Paths that are the relay's own whether or not it serves them (``/echo`` when disabled):
-#: never handed to :data:`Routes`, in any percent-encoding.
-RELAY_PATHS = (b"/health", b"/version", b"/echo")
-RELAY_PREFIXES = (b"/c/", b"/r/", b"/push/")
-
-
-class Answer:
-    """An HTTP answer the session decided: a response, or the refusal of an upgrade."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        #: Header pairs: content-type first, then any the decision adds (allow, retry-after).
-        #: The transport adds content-length and its own connection handling.
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"<Answer {self.status} {self.body[:60]!r}>"
-
-
-def _method_not_allowed(allowed: bytes) -> HTTPError:
-    return HTTPError(405, METHOD_NOT_ALLOWED, [(b"allow", allowed)])
-
-
-def _answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN, *, cors: Headers = ()) -> Answer:
-    return Answer(status, body, [(b"content-type", content_type), *cors])
-
-
-Routes = Callable[[bytes, bytes, Headers], "Answer | None"]
-"""A transport's own HTTP paths: ``routes(method, path, headers)`` answers a plain request
-(``path`` as sent, still percent-encoded, without the query) or returns None (404)."""
-
-
-class SessionTransport(Protocol):
-    """What a session needs of whatever carries its client (a framing adapter, an ASGI link)."""
-
-    def session_closed(self, code: int, reason: str) -> None:
-        """The relay closes the client: send what is queued, then the close (code, reason)."""
-
-    def session_opened(self) -> None:
-        """A join the backplane decided later was admitted: open the WebSocket now."""
-
-    def session_refused(self, answer: Answer) -> None:
-        """A join the backplane decided later was refused: answer the upgrade with ``answer``."""
-
-    def session_answered(self, answer: Answer) -> None:
-        """A plain request the backplane decided later (an HTTP push): answer it with ``answer``."""
 
 
 class ClientSession:
@@ -250,7 +185,7 @@ class ClientSession:
         upgrade = upgrade or extended_connect
         push = path.startswith(b"/push/")
         if push or path in CORS_METHODS:
-            self._cors = self.hub.origins.cors(_origin(headers))
+            self._cors = self.hub.origins.cors(origin(headers))
         try:
             if path.startswith((b"/c/", b"/r/")) or (path == b"/echo" and self.echo_endpoint):
                 try:
@@ -261,20 +196,17 @@ class ClientSession:
                     raise
                 return None
             if method == b"OPTIONS" and (push or path in CORS_METHODS):
-                return self._preflight(headers, PUSH_METHODS if push else CORS_METHODS[path])
+                answer, self._cors = preflight(self.hub, headers, PUSH_METHODS if push else CORS_METHODS[path])
+                return answer
             if push:
                 return self._push(method, path[6:], headers, body)  # None: the cluster answers later
-            return self._plain(method, path, headers, upgrade)
+            return plain(
+                self.hub, self.routes, method, path, headers, upgrade=upgrade, version=__version__, cors=self._cors
+            )
         except HTTPError as exc:
             if push:
                 self.hub.counters.push(exc.status)
             return self.refusal(exc, json=push)
-
-    def _preflight(self, headers: Headers, methods: bytes) -> Answer:
-        """A page's CORS preflight (``OPTIONS``) of a plain endpoint: 204, with the CORS
-        headers when the page's origin is allowed (none otherwise: the browser then stops)."""
-        self._cors = self.hub.origins.preflight(_origin(headers), methods + b", OPTIONS")
-        return Answer(204, b"", [(b"allow", methods + b", OPTIONS"), *self._cors])
 
     def _refused(self, exc: HTTPError) -> None:
         """Count (and keep, for the log) a refused WebSocket upgrade."""
@@ -284,26 +216,20 @@ class ClientSession:
 
     def refusal(self, exc: HTTPError, *, json: bool = False) -> Answer:
         """The answer to a refused request (JSON for HTTP push, as PROTOCOL.md section 5 says)."""
-        if json:
-            answer = _answer(exc.status, msgspec.json.encode({"ok": False, "error": exc.message}), APPLICATION_JSON)
-        else:
-            answer = _answer(exc.status, exc.message.encode())
-        answer.headers += exc.headers
-        answer.headers += self._cors
-        return answer
+        return refusal(exc, self._cors, json=json)
 
     def body_too_large(self, target: bytes, headers: Headers = ()) -> Answer:
         """The answer to a request whose body is over :attr:`message_limit` (413)."""
         push = target.startswith(b"/push/")
         if push:
             self.hub.counters.push(413)
-            self._cors = self.hub.origins.cors(_origin(headers))
+            self._cors = self.hub.origins.cors(origin(headers))
         return self.refusal(HTTPError(413, BODY_TOO_LARGE), json=push)
 
     @staticmethod
     def upgrade_required() -> HTTPError:
         """The refusal of a plain request to a WebSocket endpoint (426)."""
-        return HTTPError(426, UPGRADE_REQUIRED, [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+        return upgrade_required()
 
     def _open(
         self,
@@ -316,14 +242,7 @@ class ClientSession:
         extended_connect: bool,
     ) -> None:
         """Open a WebSocket: join ``raw_channel``, or (None) the opt-in ``/echo`` endpoint."""
-        if method != b"GET":
-            raise _method_not_allowed(b"GET")
-        if not upgrade:
-            raise self.upgrade_required()
-        # HTTP/1.1's upgrade headers; an extended CONNECT has none (its server checked it).
-        key = b"" if extended_connect else _upgrade_key(headers)
-        if not self.hub.origins.allows(_origin(headers)):
-            raise HTTPError(403, ORIGIN_NOT_ALLOWED)
+        key = check_upgrade(method, headers, self.hub.origins, upgrade=upgrade, extended_connect=extended_connect)
         greeting = handshake(key) if handshake is not None else b""
         channel = parse_channel(raw_channel) if raw_channel is not None else None
         if channel is not None:
@@ -357,35 +276,20 @@ class ClientSession:
             self._transport.session_refused(self.refusal(error))
 
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer | None:
-        if method != b"POST":
-            raise _method_not_allowed(b"POST")
-        if not self.hub.origins.allows(_origin(headers)):
-            raise HTTPError(403, ORIGIN_NOT_ALLOWED)  # a page may not push, even where it need not read
-        channel = parse_channel(raw_channel)
-        key = next((value for name, value in headers if name == b"x-send-key"), None)
-        if len(body) > self.message_limit:
-            raise HTTPError(413, BODY_TOO_LARGE)
-        message = parse_json(body)
-        if message is None:
-            raise HTTPError(400, INVALID_JSON_BODY)
-        text_key = None if key is None else bytes(key).decode("latin-1")
-        reached = self.hub.push(channel, message, text_key, self.client, self)
+        channel, message, key = push_request(self.hub, method, raw_channel, headers, body, self.message_limit)
+        reached = self.hub.push(channel, message, key, self.client, self)
         if reached is None:  # a cluster asks Redis; pushed() answers
             self.pending = True
             return None
         self.hub.counters.push(200)
-        return self._pushed(reached)
-
-    def _pushed(self, recipients: int) -> Answer:
-        body = msgspec.json.encode({"ok": True, "recipients": recipients})
-        return _answer(200, body, APPLICATION_JSON, cors=self._cors)
+        return pushed(reached, self._cors)
 
     def pushed(self, recipients: int) -> None:
         """The cluster delivered the pending push (the :class:`~relaycore.PushWaiter` side)."""
         self.pending = False
         self.hub.counters.push(200)
         if not self.gone:
-            self._transport.session_answered(self._pushed(recipients))
+            self._transport.session_answered(pushed(recipients, self._cors))
 
     def push_failed(self, error: HTTPError) -> None:
         """The cluster could not make the pending push."""
@@ -400,19 +304,6 @@ class ClientSession:
         self.gone = True
         self.hub.counters.push(503)
         return self.refusal(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]), json=True)
-
-    def _plain(self, method: bytes, path: bytes, headers: Headers, upgrade: bool) -> Answer:
-        hub = self.hub
-        if path == b"/version" and method in (b"GET", b"HEAD"):
-            return _answer(200, f"relaycore {__version__}\n".encode(), cors=self._cors)
-        if path == b"/health" and method in (b"GET", b"HEAD"):
-            health = {"status": "ok", "version": __version__, **hub.health()}
-            return _answer(200, msgspec.json.encode(health), APPLICATION_JSON, cors=self._cors)
-        if self.routes is not None and not upgrade and not _relay_path(path):
-            answer = self.routes(method, path, headers)
-            if answer is not None:
-                return answer
-        raise HTTPError(404, NOT_FOUND)
 
     # -- a WebSocket --------------------------------------------------------------------
 
@@ -493,56 +384,9 @@ class ClientSession:
             member.channel.tally.closed(code)
 
 
-def _relay_path(path: bytes) -> bool:
-    """Whether ``path`` (as sent, or percent-decoded) is one of the relay's own."""
-    if path in RELAY_PATHS or path.startswith(RELAY_PREFIXES):
-        return True
-    if b"%" not in path:
-        return False
-    decoded = unquote_to_bytes(path)
-    return decoded in RELAY_PATHS or decoded.startswith(RELAY_PREFIXES)
-
-
 def message_size(data: str | bytes, room: int) -> int:
     """A message's size on the wire (UTF-8 for text): exact while it fits in ``room``, at
     least ``room + 1`` beyond (no encode is needed to know it is too big)."""
     if isinstance(data, bytes) or data.isascii() or len(data) > room:
         return len(data)  # str.isascii() is O(1) in CPython: no encode for ASCII text
     return len(data.encode())
-
-
-def _origin(headers: Headers) -> bytes | None:
-    """The request's ``Origin`` header (None: no page sent it)."""
-    for name, value in headers:
-        if name == b"origin":
-            return bytes(value)
-    return None
-
-
-def _upgrade_key(headers: Headers) -> bytes:
-    """Check a WebSocket upgrade's own headers (docs/protocol.md, section 4); return its key.
-
-    A server that frames for us has done most of this already, but not every server checks
-    the key's form.
-    """
-    joined: dict[bytes, bytes] = {}
-    for name, value in headers:
-        name = bytes(name).lower()
-        joined[name] = joined[name] + b"," + bytes(value) if name in joined else bytes(value)
-    if joined.get(b"upgrade", b"").strip().lower() != b"websocket":
-        raise ClientSession.upgrade_required()
-    tokens = {t.strip().lower() for t in joined.get(b"connection", b"").split(b",")}
-    if b"upgrade" not in tokens:
-        # An Upgrade header means nothing without the connection option (RFC 9110, 7.8):
-        # a plain GET, as every ASGI server takes it too.
-        raise ClientSession.upgrade_required()
-    if joined.get(b"sec-websocket-version", b"").strip() != b"13":
-        raise HTTPError(426, "Unsupported WebSocket version.", [(b"sec-websocket-version", b"13")])
-    key = joined.get(b"sec-websocket-key", b"").strip()
-    try:
-        valid = len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
-        valid = False
-    if not valid:
-        raise HTTPError(400, "Invalid Sec-WebSocket-Key.")
-    return key
