@@ -7,10 +7,16 @@ real client would receive.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+import relaycore
 from relaycore import Config, Connection, Hub, LimitsConfig, NamespaceConfig, ServerConfig, State, __version__
-from relaycore.testing import FakeClock, seeded_uids
+from relaycore._connection_state import NEXT, SHOWN, ConnectionBase, Phase
+from relaycore.testing import DeferredBackplane, FakeClock, seeded_uids
 
 from ._frames import (
     OP_CLOSE,
@@ -850,3 +856,110 @@ def test_echo_closes_a_client_that_sends_and_never_reads() -> None:
     frames = parse_frames(data)
     assert [f.opcode for f in frames] == [OP_TEXT] * 16 + [OP_CLOSE]
     assert frames[-1].close_code == 1008
+
+
+# -- the state table ------------------------------------------------------------------------------
+
+CONNECTION_MODULES = ("_connection.py", "_connection_state.py", "_connection_http.py", "_connection_ws.py")
+
+
+def test_each_phase_shows_the_public_state_its_name_starts_with() -> None:
+    assert set(NEXT) == set(SHOWN) == set(Phase)
+    assert set(SHOWN.values()) == set(State)
+    assert all(phase.name.startswith(state.name) for phase, state in SHOWN.items())
+    assert NEXT[Phase.CLOSED] == frozenset()
+
+
+def test_a_move_the_table_does_not_have_is_a_bug(hub: Hub) -> None:
+    conn = Connection(hub)
+    with pytest.raises(AssertionError, match="HTTP -> CLOSING"):
+        conn._move(Phase.CLOSING)
+    assert conn.state is State.HTTP
+
+
+def test_the_state_changes_in_one_place() -> None:
+    """Only ``_move`` (and ``__init__``) assign ``state`` or ``_phase``: every change goes
+    through the table."""
+    core = Path(relaycore.__file__).resolve().parent
+    where = []
+    for name in CONNECTION_MODULES:
+        for function in ast.walk(ast.parse((core / name).read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef) or function.name in ("_move", "__init__"):
+                continue
+            for node in ast.walk(function):
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                if isinstance(node, ast.AugAssign | ast.AnnAssign):
+                    targets = [node.target]
+                where += [
+                    f"{name}:{node.lineno} {function.name}"
+                    for target in targets
+                    if isinstance(target, ast.Attribute) and target.attr in ("state", "_phase")
+                ]
+    assert not where, where
+
+
+class PushWaitingHub(Hub):
+    """A hub whose pushes are answered later, as a cluster's are."""
+
+    waiter: Any = None
+
+    def push(self, name: str, message: Any, key: str | None, client: str = "", waiter: Any = None) -> int | None:
+        self.waiter = waiter
+        return None
+
+
+def _echo_hub() -> Hub:
+    return Hub(Config(server=ServerConfig(echo_endpoint=True)), FakeClock(START), seeded_uids(3))
+
+
+def test_every_move_of_the_table_happens_and_no_other(monkeypatch: pytest.MonkeyPatch, hub: Hub) -> None:
+    seen: set[tuple[Phase, Phase]] = set()
+    move = ConnectionBase._move
+
+    def recording(self: ConnectionBase, phase: Phase) -> None:
+        seen.add((self._phase, phase))
+        move(self, phase)
+
+    monkeypatch.setattr(ConnectionBase, "_move", recording)
+    # HTTP -> HTTP_ANSWERING -> HTTP (pipelined requests), then -> CLOSED (the connection lost)
+    peer = Peer(hub)
+    peer.feed(request("GET", "/version") * 3)
+    assert peer.conn._phase is Phase.HTTP_ANSWERING and not peer.conn.reading and peer.state() is State.HTTP
+    assert len(parse_responses(peer.conn.outbox.view())) == 1
+    peer.conn.outbox.consume(peer.conn.outbox.size)
+    peer.conn.resume()
+    assert peer.conn._phase is Phase.HTTP_ANSWERING
+    peer.conn.connection_lost()
+    # HTTP -> CLOSED (a malformed request)
+    Peer(hub).feed(b"NOT HTTP\r\n\r\n")
+    # HTTP -> WEBSOCKET -> CLOSING -> CLOSED (the relay's close, answered)
+    member, _ = open_ws(hub, "/c/room")
+    member.conn.close(1001)
+    member.feed(close(1001))
+    # WEBSOCKET -> CLOSED (the peer's close)
+    open_ws(hub, "/c/room")[0].feed(close())
+    # HTTP -> HTTP_WAITING -> WEBSOCKET, and -> CLOSED (the client gone meanwhile)
+    backplane = DeferredBackplane()
+    deferred = Hub(CONFIG, FakeClock(START), seeded_uids(3), backplane=backplane)
+    waiting, gone = Peer(deferred), Peer(deferred)
+    for peer in (waiting, gone):
+        peer.feed(upgrade_request("/c/room"))
+        assert peer.conn._phase is Phase.HTTP_WAITING and not peer.conn.reading
+    gone.conn.connection_lost()
+    backplane.decide()
+    assert waiting.state() is State.WEBSOCKET
+    # HTTP_WAITING -> HTTP (a push answered later)
+    pushes = PushWaitingHub(CONFIG, FakeClock(START), seeded_uids(3))
+    pusher = Peer(pushes)
+    pusher.feed(request("POST", "/push/room", body=b'"hi"'))
+    assert pusher.conn._phase is Phase.HTTP_WAITING
+    pushes.waiter.pushed(1)
+    assert pusher.response().json() == {"ok": True, "recipients": 1} and pusher.conn._phase is Phase.HTTP
+    # HTTP -> WEBSOCKET_ECHO -> CLOSING (shutdown), and -> CLOSED (the peer's close)
+    echoes = [Peer(_echo_hub()), Peer(_echo_hub())]
+    for peer in echoes:
+        peer.feed(upgrade_request("/echo"))
+        assert peer.conn._phase is Phase.WEBSOCKET_ECHO and peer.state() is State.WEBSOCKET
+    echoes[0].conn.shutdown()
+    echoes[1].feed(close())
+    assert seen == {(phase, after) for phase, moves in NEXT.items() for after in moves}
