@@ -36,11 +36,12 @@ import msgspec
 
 from ._channel import Member
 from ._errors import RelayUsageError
-from ._harness import FakeClock, Harness, HTTPAnswer, VirtualMember, config_for_tests, seeded_uids
+from ._harness import FakeClock, Harness, HTTPAnswer, config_for_tests, seeded_uids
 from ._hub import Hub
 from ._names import JoinOptions
 from ._outbox import MessageOutbox
 from ._protocols import JoinRequest
+from ._virtual_member import VirtualMember
 
 __all__ = [
     "DeferredBackplane",
