@@ -26,8 +26,8 @@ PUBLIC = {
         "ClusterConfig", "ClusterHub", "Config", "ConfigError", "Connection", "Counters", "HTTPError", "Headers",
         "Hub", "JoinOptions", "JoinRequest", "JoiningSession", "LimitsConfig", "LocalBackplane", "Member",
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
-        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session", "SessionTransport",
-        "State", "Tally", "UidSource",
+        "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session",
+        "SessionTransport", "State", "Tally", "UidSource",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [
