@@ -27,7 +27,7 @@ from ._cluster_scripts import key_digest
 from ._config import NamespaceConfig
 from ._errors import HTTPError
 from ._names import JoinOptions, NamespaceTable
-from ._texts import JOIN_KEY_REQUIRED
+from ._texts import FOREIGN_SEND_KEY, JOIN_KEY_REQUIRED
 
 __all__ = ["DIGEST", "PLAIN", "Access", "KeyForm", "Locks"]
 
@@ -116,7 +116,7 @@ class Access:
             raise HTTPError(403, JOIN_KEY_REQUIRED)
         if options.send_key is not None:
             if not PLAIN.same(options.send_key, reservation.send_key):
-                raise HTTPError(403, "Invalid sendKey for this namespace.")
+                raise HTTPError(403, FOREIGN_SEND_KEY)
             return True
         return reservation.send_key is None
 

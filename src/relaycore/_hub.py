@@ -50,7 +50,10 @@ from ._texts import (
     BINARY_UNSUPPORTED,
     CLOSE_POLICY,
     INVALID_JSON,
+    RATE_LIMITED,
     SEND_KEY_REQUIRED,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_PUSHES,
     rate_limited,
     user_not_found,
 )
@@ -234,7 +237,7 @@ class Hub:
     def admit_connection(self, client: str) -> None:
         """Count a new WebSocket connection from ``client``; HTTPError(429) over the rate."""
         if not self.joins.take(client, self.clock.monotonic()):
-            raise HTTPError(429, "Too many connections; slow down.", [(b"retry-after", b"1")])
+            raise HTTPError(429, TOO_MANY_CONNECTIONS, [(b"retry-after", b"1")])
 
     def tick(self, now: float) -> None:
         """Periodic housekeeping: forget the rate state of clients gone quiet."""
@@ -251,7 +254,7 @@ class Hub:
         warnings.append(now)
         self._drop(member, "rate", rate_limited(len(warnings), MAX_WARNINGS))
         if len(warnings) >= MAX_WARNINGS:
-            self.kick(member, CLOSE_POLICY, "rate limit exceeded")
+            self.kick(member, CLOSE_POLICY, RATE_LIMITED)
         return False
 
     # -- messages -----------------------------------------------------------------
@@ -327,7 +330,7 @@ class Hub:
         ``client`` pushes faster than ``pushes_per_second_per_ip``.
         """
         if not self.pushes.take(client, self.clock.monotonic()):
-            raise HTTPError(429, "Too many pushes; slow down.", [(b"retry-after", b"1")])
+            raise HTTPError(429, TOO_MANY_PUSHES, [(b"retry-after", b"1")])
         self.access.push(name, key)
         return self.deliver_push(name, message, waiter)
 

@@ -29,11 +29,15 @@ __all__ = [
     "JOIN_KEY_REQUIRED",
     "METHOD_NOT_ALLOWED",
     "NOT_FOUND",
+    "FOREIGN_SEND_KEY",
     "ORIGIN_NOT_ALLOWED",
+    "RATE_LIMITED",
     "SEND_KEY_REQUIRED",
     "SHUTTING_DOWN",
     "SLOW_CONSUMER",
     "TOO_BIG",
+    "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_PUSHES",
     "UID_CONFLICT",
     "UPGRADE_REQUIRED",
     "rate_limited",
@@ -62,6 +66,8 @@ CLOSE_BAD_GATEWAY = 1014
 # -- close reasons ------------------------------------------------------------------------------
 
 SLOW_CONSUMER = "slow consumer"
+#: The close after the third rate-limit warning in a minute.
+RATE_LIMITED = "rate limit exceeded"
 TOO_BIG = "message too big"
 SHUTTING_DOWN = "server shutting down"
 INTERNAL_ERROR = "internal error"
@@ -96,6 +102,9 @@ def rate_limited(warning: int, most: int) -> str:
 # -- HTTP answers (docs/protocol.md, sections 4, 7 and 8) ------------------------------------
 
 JOIN_KEY_REQUIRED = "Joining requires a valid joinKey."
+FOREIGN_SEND_KEY = "Invalid sendKey for this namespace."
+TOO_MANY_CONNECTIONS = "Too many connections; slow down."
+TOO_MANY_PUSHES = "Too many pushes; slow down."
 ORIGIN_NOT_ALLOWED = "Origin not allowed."
 UPGRADE_REQUIRED = "WebSocket upgrade required."
 METHOD_NOT_ALLOWED = "Method not allowed."
