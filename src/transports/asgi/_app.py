@@ -29,7 +29,10 @@ class RelayApp:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._links: set[Link] = set()
-        parts = door_parts(hub, self.flush)
+        #: :meth:`flush`, bound once: every connection holds it (a bound method each would
+        #: cost each idle connection its own object).
+        self._flush = self.flush
+        parts = door_parts(hub, self._flush)
         #: The cluster driver, when the hub is a cluster node; it runs during the lifespan
         #: (or inside :meth:`running`, for an app mounted in another).
         self.backplane = parts.backplane
@@ -42,9 +45,9 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await serve_websocket(self.hub, self.flush, self._links, scope, receive, send)
+            await serve_websocket(self.hub, self._flush, self._links, scope, receive, send)
         elif kind == "http":
-            await serve_http(self.hub, self.routes, self.flush, scope, receive, send)
+            await serve_http(self.hub, self.routes, self._flush, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
