@@ -41,7 +41,12 @@ def _b(value: Any) -> bytes:
 class RedisModel:
     """The Redis state a cluster uses, changed only by commands and the scripts below.
 
-    Sets are insertion-ordered dicts, so every run iterates them the same way.
+    Sets are insertion-ordered dicts, so every run iterates them the same way. That is one
+    order Redis may give, not the only one: Redis keeps a set in an order of its own (sorted
+    if all its members are integers), and a hash in insertion order only while it is a
+    listpack (at most 128 fields of at most 64 bytes: a member with a 64-character alias
+    is over). Nothing may depend on those orders (the reaper's, HGETALL's); the rest is
+    compared with a real Redis by tests/transports/test_redis_model_vs_redis.py.
     """
 
     def __init__(self) -> None:
