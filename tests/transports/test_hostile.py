@@ -84,6 +84,7 @@ async def test_tls_client_hello_on_the_plain_port_gets_400(relay: RelayServer) -
         ("bad close code", frame(0x8, struct.pack("!H", 999)), 1002),
         ("close reason not UTF-8", frame(0x8, struct.pack("!H", 1000) + b"\xff"), 1007),
     ],
+    ids=lambda value: "frame" if isinstance(value, bytes) else str(value),  # the masks are random
 )
 async def test_bad_frames_close_with_the_right_code_and_others_carry_on(
     name: str, bad_frame: bytes, code: int, caplog: pytest.LogCaptureFixture
