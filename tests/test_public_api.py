@@ -28,6 +28,7 @@ PUBLIC = {
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
         "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session",
         "SessionTransport", "State", "Tally", "UidSource",
+        "Door", "FormOutbox", "WireForm", "WEBSOCKET", "MESSAGES", "SSE", "NDJSON",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [

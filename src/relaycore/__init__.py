@@ -17,16 +17,21 @@ from ._config import ClusterConfig, Config, LimitsConfig, MetricsConfig, Namespa
 from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
+from ._forms import MESSAGES, NDJSON, SSE, WEBSOCKET, WireForm
 from ._hub import Hub
 from ._limits import UNIX_PEER
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
-from ._outbox import MessageOutbox, Outbox
+from ._outbox import Door, FormOutbox, MessageOutbox, Outbox
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._session import Answer, ClientSession, Headers, Routes, SessionTransport, __version__
 from ._wire import parse_json, text_frame
 
 __all__ = [
     "DROP_REASONS",
+    "MESSAGES",
+    "NDJSON",
+    "SSE",
+    "WEBSOCKET",
     "SCRIPTS",
     "Answer",
     "Backplane",
@@ -40,6 +45,8 @@ __all__ = [
     "ConfigError",
     "Connection",
     "Counters",
+    "Door",
+    "FormOutbox",
     "HTTPError",
     "Headers",
     "Hub",
@@ -66,6 +73,7 @@ __all__ = [
     "Tally",
     "UNIX_PEER",
     "UidSource",
+    "WireForm",
     "__version__",
     "channel_keys",
     "parse_channel",

@@ -40,10 +40,11 @@ from ._config import Config
 from ._counters import Counters
 from ._errors import HTTPError, RelayUsageError
 from ._fanout import Fanout, envelope
+from ._forms import WEBSOCKET, WireForm
 from ._limits import ClientLimiter, TrustedProxies
 from ._names import JoinOptions
 from ._origins import Origins
-from ._outbox import Outbox
+from ._outbox import Door, Outbox, outbox_for
 from ._presence import Presence
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._texts import (
@@ -105,9 +106,35 @@ class Hub:
 
     # -- outboxes ---------------------------------------------------------------
 
-    def new_outbox(self) -> Outbox:
-        """An outbox registered with this hub's ready list, sized by the config."""
-        return Outbox(self.config.limits.outbound_buffer_bytes, self.ready)
+    def new_outbox(self, form: WireForm = WEBSOCKET, door: Door | None = None) -> Outbox:
+        """An outbox of wire ``form`` for a member behind ``door``, registered with this
+        hub's ready list and sized by the config."""
+        return outbox_for(form, self.config.limits.outbound_buffer_bytes, self.ready, door)
+
+    def wake(self, door: object = None) -> list[Outbox]:
+        """After a call into the core: ``door``'s outboxes that got bytes since the last
+        call (and an outbox without a door); those of every other door are handed to its
+        :meth:`~relaycore.Door.wake` first, grouped. What a wake queues meanwhile (an
+        answer to a waiting request) is taken too."""
+        own: list[Outbox] = []
+        while self.ready:
+            others: dict[Door, list[Outbox]] | None = None
+            for outbox in self.take_ready():
+                owner = outbox.door
+                if owner is None or owner is door:
+                    own.append(outbox)
+                else:
+                    if others is None:
+                        others = {}
+                    group = others.get(owner)
+                    if group is None:
+                        group = others[owner] = []
+                    group.append(outbox)
+            if others is None:
+                break
+            for owner, group in others.items():
+                owner.wake(group)
+        return own
 
     def take_ready(self) -> list[Outbox]:
         """Return (and clear) the outboxes that got bytes since the last call."""

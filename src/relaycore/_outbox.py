@@ -19,9 +19,28 @@ knows its uid, though nothing more is queued for it until it drains.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["BATCH", "MessageOutbox", "Outbox"]
+from ._forms import MESSAGES, WEBSOCKET, WireForm
+
+__all__ = ["BATCH", "Door", "FormOutbox", "MessageOutbox", "Outbox"]
+
+
+class Door(Protocol):
+    """What the hub needs of a door beside the one that called it: a wake.
+
+    A door (the native server, the ASGI app, a third-party transport) makes its members'
+    outboxes with itself as their ``door``. Whichever door calls into the hub afterwards
+    (one member's message reaches members behind every door) hands the outboxes that got
+    bytes to their own door through :meth:`~relaycore.Hub.wake`.
+    """
+
+    def wake(self, outboxes: list[Outbox]) -> None:
+        """``outboxes`` (this door's) have bytes to write: write them soon.
+
+        Called synchronously from inside another door's flush: do not call into the hub's
+        routing from here; set an event, or write without blocking."""
+
 
 #: How many queued bytes :meth:`Outbox.view` joins for one ``send()``.
 BATCH = 256 * 1024
@@ -30,12 +49,25 @@ BATCH = 256 * 1024
 class Outbox:
     """Queued outbound bytes of one connection (WebSocket frames, HTTP responses)."""
 
-    __slots__ = ("_chunks", "_partial", "_pins", "_ready", "limit", "overflowed", "peer", "queued", "size")
+    __slots__ = (
+        "_chunks",
+        "_partial",
+        "_pins",
+        "_ready",
+        "door",
+        "form",
+        "limit",
+        "overflowed",
+        "peer",
+        "queued",
+        "size",
+    )
 
-    #: Sizes count WebSocket frames (False: whole unframed messages, :class:`MessageOutbox`).
-    framed = True
-
-    def __init__(self, limit: int, ready: list[Outbox]) -> None:
+    def __init__(self, limit: int, ready: list[Outbox], *, door: Door | None = None) -> None:
+        #: How the queued bytes carry each payload: WebSocket frames here (see :mod:`relaycore._forms`).
+        self.form: WireForm = WEBSOCKET
+        #: The door whose ``wake`` writes this outbox (None: whichever door flushes the hub).
+        self.door = door
         self._chunks: list[bytes] = []
         self._ready = ready
         #: Most bytes that may be queued before the consumer counts as slow.
@@ -58,7 +90,8 @@ class Outbox:
         return self.size > 0
 
     def put(self, payload: bytes, frame: bytes) -> bool:
-        """Queue a relayed message (its payload, and the same payload framed once).
+        """Queue a relayed message: its payload, and the same payload as a WebSocket frame
+        (made once per delivery; an outbox of another form renders the payload itself).
 
         Returns False, and queues nothing, when the outbox is over its limit.
         """
@@ -75,7 +108,7 @@ class Outbox:
         return True
 
     def put_batch(self, payloads: list[bytes], frames: bytes) -> bool:
-        """Queue several relayed messages at once: ``frames`` is their frames joined.
+        """Queue several relayed messages at once: ``frames`` is their WebSocket frames joined.
 
         All or nothing: returns False, and queues nothing, when they do not all fit.
         """
@@ -195,8 +228,10 @@ class MessageOutbox(Outbox):
 
     __slots__ = ()
 
-    #: Sizes count the JSON payloads, not frames (see :attr:`Outbox.framed`).
-    framed = False
+    def __init__(self, limit: int, ready: list[Outbox], *, door: Door | None = None) -> None:
+        super().__init__(limit, ready, door=door)
+        # Sizes count the JSON payloads, not frames.
+        self.form = MESSAGES
 
     def put(self, payload: bytes, frame: bytes) -> bool:
         # The same bounded queueing as Outbox.put, applied to the unframed payload.
@@ -213,3 +248,32 @@ class MessageOutbox(Outbox):
 
     def put_always(self, payload: bytes, frame: bytes) -> None:
         self._queue(payload, pin=True)
+
+
+class FormOutbox(Outbox):
+    """An outbox of bytes in any other wire form (Server-Sent Events, lines of JSON...):
+    each payload is rendered by the form, once per delivery (see :mod:`relaycore._forms`)."""
+
+    __slots__ = ()
+
+    def __init__(self, limit: int, ready: list[Outbox], form: WireForm, *, door: Door | None = None) -> None:
+        super().__init__(limit, ready, door=door)
+        self.form = form
+
+    def put(self, payload: bytes, frame: bytes) -> bool:
+        return Outbox.put(self, payload, self.form.message(payload))
+
+    def put_batch(self, payloads: list[bytes], frames: bytes) -> bool:
+        return Outbox.put(self, b"", self.form.batch(payloads))
+
+    def put_always(self, payload: bytes, frame: bytes) -> None:
+        self._queue(self.form.message(payload), pin=True)
+
+
+def outbox_for(form: WireForm, limit: int, ready: list[Outbox], door: Door | None = None) -> Outbox:
+    """A new outbox carrying ``form``."""
+    if form is WEBSOCKET:
+        return Outbox(limit, ready, door=door)
+    if form is MESSAGES:
+        return MessageOutbox(limit, ready, door=door)
+    return FormOutbox(limit, ready, form, door=door)

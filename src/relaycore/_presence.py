@@ -27,6 +27,7 @@ from ._config import LimitsConfig
 from ._counters import Counters
 from ._errors import RelayUsageError
 from ._fanout import Fanout
+from ._forms import WireForm
 from ._limits import TokenBucket
 from ._protocols import Clock, JoinRequest, UidSource
 from ._texts import CLOSE_POLICY, SLOW_CONSUMER
@@ -145,33 +146,36 @@ class Presence:
         and one pass, however the crowd cascades.
         """
         date = self._now_ms()
+        members = channel.members
+        # The members by wire form: a leave's size differs from one form to another.
+        kinds: dict[WireForm, list[Member]] = {}
+        for member in members.values():
+            kind = kinds.get(member.outbox.form)
+            if kind is None:
+                kind = kinds[member.outbox.form] = []
+            kind.append(member)
         payloads: list[bytes] = []
         frames: list[bytes] = []
-        need = [0, 0]  # bytes of the leaves so far: [unframed, framed]
+        need = dict.fromkeys(kinds, 0)  # bytes of the leaves so far, in each form
 
         def add(member: Member) -> None:
             payload = event(LeaveFrame(total=before - 1 - len(payloads), date=date), member)
-            framed = text_frame(payload)
             payloads.append(payload)
-            frames.append(framed)
-            need[0] += len(payload)
-            need[1] += len(framed)
+            frames.append(text_frame(payload))
+            for form in need:
+                need[form] += len(form.message(payload))
 
         for member, _, _ in gone:
             add(member)
-        members = channel.members
-        kinds: list[list[Member]] = [[], []]
-        for member in members.values():
-            kinds[member.outbox.framed].append(member)
-        for kind in kinds:
+        for kind in kinds.values():
             kind.sort(key=_room)
-        cursor = [0, 0]
+        cursor = dict.fromkeys(kinds, 0)
         swept = True
         while swept:
             swept = False
-            for k in (0, 1):
-                kind, i = kinds[k], cursor[k]
-                while i < len(kind) and kind[i].outbox.room() < need[k]:
+            for form, kind in kinds.items():
+                i = cursor[form]
+                while i < len(kind) and kind[i].outbox.room() < need[form]:
                     member = kind[i]
                     i += 1
                     del members[member.uid]
@@ -180,7 +184,7 @@ class Presence:
                     gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
                     add(member)
                     swept = True
-                cursor[k] = i
+                cursor[form] = i
         channel._changed()
         if not members:
             return

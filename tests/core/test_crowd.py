@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from relaycore import Config, Hub, Outbox, State, text_frame
+from relaycore import WEBSOCKET, Config, Hub, Outbox, State, text_frame
 from relaycore.testing import FakeClock, VirtualClient, seeded_uids
 
 from ._frames import OP_CLOSE, OP_PONG, OP_TEXT, Peer, open_ws, parse_frames, parse_responses, ping, request, text
@@ -39,7 +39,7 @@ def make_hub(toml: str = "") -> Hub:
 
 def leave_room(outbox: Outbox, room: int) -> None:
     """Queue one real message (a JSON string) so that exactly ``room`` bytes stay free."""
-    payload, frame = _filler(outbox.framed, outbox.room() - room)
+    payload, frame = _filler(outbox.form is WEBSOCKET, outbox.room() - room)
     outbox.put_always(payload, frame)
     assert outbox.room() == room
 

@@ -10,7 +10,7 @@ it is tested with them (test_hub.py, test_crowd.py, test_connection.py).
 
 from __future__ import annotations
 
-from relaycore import MessageOutbox, Outbox
+from relaycore import MESSAGES, WEBSOCKET, MessageOutbox, Outbox
 from relaycore._outbox import BATCH
 
 
@@ -105,7 +105,7 @@ def test_take_hands_over_every_chunk_in_order() -> None:
 def test_a_message_outbox_counts_and_hands_over_whole_payloads() -> None:
     ready: list[Outbox] = []
     box = MessageOutbox(8, ready)
-    assert not box.framed and Outbox.framed
+    assert box.form is MESSAGES and Outbox(8, []).form is WEBSOCKET
     box.put_always(b'"hello"', b"<framed hello>")
     assert box.put(b"[1]", b"<framed [1]>") is False  # 7 + 3 > 8: the payload is what counts
     assert box.overflowed and ready == [box]

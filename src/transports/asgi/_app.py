@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from relaycore import Config, Hub
+from relaycore import Config, Hub, Outbox
 
 from .._door import config_from_environment, door_hub, door_parts
 from ._http import serve_http
@@ -45,7 +45,7 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            await serve_websocket(self.hub, self._flush, self._links, scope, receive, send)
+            await serve_websocket(self.hub, self._flush, self._links, scope, receive, send, self)
         elif kind == "http":
             await serve_http(self.hub, self.routes, self._flush, scope, receive, send)
         elif kind == "lifespan":
@@ -55,7 +55,12 @@ class RelayApp:
         """Wake the writer of every outbox the core just filled (the hub never awaits).
 
         Call it after anything else calls into the hub (a backplane resolving a join)."""
-        for outbox in self.hub.take_ready():
+        self.wake(self.hub.wake(self))
+
+    def wake(self, outboxes: list[Outbox]) -> None:
+        """Wake the writers of these outboxes of ours (the :class:`relaycore.Door` side:
+        another door's flush hands them over)."""
+        for outbox in outboxes:
             link = outbox.peer
             if link is not None and link.idle is not None:
                 link.wake()

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from relaycore import Answer, ClientSession, Hub, MessageOutbox
+from relaycore import Answer, ClientSession, Door, Hub, MessageOutbox
 from relaycore.texts import CLOSE_INTERNAL_ERROR, CLOSE_POLICY
 
 from .._door import connection_fields, event_class, log_ended, log_refused
@@ -89,7 +89,13 @@ class Link:
 
 
 async def serve_websocket(
-    hub: Hub, flush: Callable[[], None], links: set[Link], scope: Scope, receive: Receive, send: Send
+    hub: Hub,
+    flush: Callable[[], None],
+    links: set[Link],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    door: Door | None = None,
 ) -> None:
     """Serve one ``websocket`` scope: admit it (or refuse it), then relay until it closes.
 
@@ -99,7 +105,7 @@ async def serve_websocket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    link = await _admit(hub, flush, scope, send)
+    link = await _admit(hub, flush, scope, send, door)
     if link is None:
         return
     session = link.session
@@ -130,9 +136,11 @@ async def serve_websocket(
             log_ended(log, session, session.problem, code=None if link.close is None else link.close[0])
 
 
-async def _admit(hub: Hub, flush: Callable[[], None], scope: Scope, send: Send) -> Link | None:
+async def _admit(
+    hub: Hub, flush: Callable[[], None], scope: Scope, send: Send, door: Door | None = None
+) -> Link | None:
     """The link of an admitted connection, or None once it was refused (and told so)."""
-    outbox = MessageOutbox(hub.config.limits.outbound_buffer_bytes, hub.ready)
+    outbox = MessageOutbox(hub.config.limits.outbound_buffer_bytes, hub.ready, door=door)
     link = Link(outbox)
     outbox.peer = link
     # /echo exercises the native server's framing; behind ASGI the server frames.

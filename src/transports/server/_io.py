@@ -24,7 +24,7 @@ import selectors
 import socket
 from typing import TYPE_CHECKING, Any
 
-from relaycore import Config, Connection, Hub, State
+from relaycore import Config, Connection, Hub, Outbox, State
 
 from .._door import connection_fields, log_ended, log_refused
 from . import _tls
@@ -111,15 +111,21 @@ class PeerIO:
 
     def _flush(self) -> None:
         """Write every outbox the core filled, directly while the kernel takes the bytes."""
-        hub, send = self.hub, self._send
+        hub = self.hub
         while hub.ready:
-            for outbox in hub.take_ready():
-                peer: Peer | None = outbox.peer
-                if peer is not None and not peer.writing and not peer.dead:
-                    try:
-                        send(peer)
-                    except Exception:  # a bug must cost one connection, never the server
-                        self._broken(peer)
+            self.wake(hub.wake(self))
+
+    def wake(self, outboxes: list[Outbox]) -> None:
+        """Write these outboxes of ours (the :class:`relaycore.Door` side: another door's
+        flush hands them over)."""
+        send = self._send
+        for outbox in outboxes:
+            peer: Peer | None = outbox.peer
+            if peer is not None and not peer.writing and not peer.dead:
+                try:
+                    send(peer)
+                except Exception:  # a bug must cost one connection, never the server
+                    self._broken(peer)
 
     def _send(self, peer: Peer) -> None:
         if peer.tls is not None:

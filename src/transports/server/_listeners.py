@@ -217,6 +217,7 @@ class Accepting(PeerIO):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = Peer(sock, Connection(self.hub, client=client, routes=self.routes))
         peer.conn.outbox.peer = peer
+        peer.conn.outbox.door = self
         if self.ssl_context is not None:
             _tls.start(peer, self.ssl_context)
         self._watch(peer)
