@@ -20,7 +20,7 @@ from ._errors import ConfigError
 from ._limits import FORWARDED_HEADERS, TrustedProxies
 from ._origins import Origins
 
-__all__ = ["Config", "ConfigError", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
+__all__ = ["Config", "ConfigError", "HTTPConfig", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
 
 ENV_PREFIX = "RELAYCORE_"
 
@@ -95,6 +95,19 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token: str = ""
 
 
+class HTTPConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[http]``: the HTTP door, members over plain HTTP (SSE, NDJSON, long-poll; docs/transports.md)."""
+
+    #: Serve ``GET /c/<channel>`` with a streaming ``Accept`` and ``/s/<token>``.
+    enabled: bool = True
+    #: Seconds between keepalives on an idle stream (an SSE comment, a blank NDJSON line).
+    keepalive_interval: float = 15.0
+    #: Longest a long-poll ``GET /s/<token>`` waits for a frame before answering ``[]``.
+    poll_wait: float = 25.0
+    #: A long-poll member that has not polled for this many seconds has left.
+    poll_timeout: float = 30.0
+
+
 class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[namespaces."<prefix>"]``: a reservation; both keys optional."""
 
@@ -109,6 +122,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    http: HTTPConfig = msgspec.field(default_factory=HTTPConfig)
     namespaces: dict[str, NamespaceConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,6 +177,9 @@ _POSITIVE = [
     ("limits", "handshake_timeout"),
     ("limits", "pushes_per_second_per_ip"),
     ("server", "shutdown_grace"),
+    ("http", "keepalive_interval"),
+    ("http", "poll_wait"),
+    ("http", "poll_timeout"),
     ("cluster", "heartbeat_interval"),
     ("cluster", "node_timeout"),
     ("cluster", "publish_buffer_bytes"),
@@ -175,7 +192,13 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     Every variable with the prefix must name a real setting: a typo is an error, not a
     silently ignored override.
     """
-    sections = {"SERVER": ServerConfig, "LIMITS": LimitsConfig, "CLUSTER": ClusterConfig, "METRICS": MetricsConfig}
+    sections = {
+        "SERVER": ServerConfig,
+        "LIMITS": LimitsConfig,
+        "CLUSTER": ClusterConfig,
+        "METRICS": MetricsConfig,
+        "HTTP": HTTPConfig,
+    }
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

@@ -41,7 +41,8 @@ from wsproto.events import CloseConnection
 
 from ._channel import Member
 from ._connection_http import MAX_HEADER_BYTES, HTTPSide
-from ._connection_state import ANSWERING, CLOSED, HTTP, WAITING, WEBSOCKET, Phase, State
+from ._connection_state import ANSWERING, CLOSED, HTTP, STREAMING, WAITING, WEBSOCKET, Phase, State
+from ._connection_stream import StreamSide
 from ._connection_ws import WebSocketSide
 from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub
@@ -60,7 +61,7 @@ LINGER_SECONDS = 1.0
 ECHO_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class Connection(HTTPSide, WebSocketSide):
+class Connection(HTTPSide, WebSocketSide, StreamSide):
     """One client connection to the relay, driven by plain calls.
 
     >>> from relaycore import Config, Hub
@@ -158,7 +159,7 @@ class Connection(HTTPSide, WebSocketSide):
         end of file, for at most this many seconds. A WebSocket ends with its close
         handshake: 0.
         """
-        return 0.0 if self.upgraded else LINGER_SECONDS
+        return 0.0 if self.upgraded or self.session.stream is not None else LINGER_SECONDS
 
     def data_to_send(self) -> bytes:
         """The next bytes to write (up to about 256 KiB); report what the socket took with :meth:`sent`."""
@@ -199,6 +200,8 @@ class Connection(HTTPSide, WebSocketSide):
             self._drive_http()
         elif state is CLOSED:
             return
+        elif state is STREAMING:
+            self._receive_stream(data)
         else:
             self._receive_ws(data)
         if self.outbox.overflowed:
@@ -243,6 +246,14 @@ class Connection(HTTPSide, WebSocketSide):
         state = self.state
         if now < self.deadline or state is State.CLOSED:
             return
+        if self._phase is WAITING and self.session.awaiting is not None:
+            self.session_answered(self.session.poll_timed_out())  # a long poll: nothing came
+            return
+        if state is STREAMING:
+            self._tick_stream(now)
+            if self.outbox.overflowed:
+                self._slow_consumer()
+            return
         if state is State.HTTP:
             self.problem = "no complete request in time"
             self.session.leave()  # a join still waiting for the backplane is withdrawn
@@ -280,6 +291,9 @@ class Connection(HTTPSide, WebSocketSide):
 
     def session_closed(self, code: int, reason: str) -> None:
         """The session's transport side: send the close frame the session decided."""
+        if self.state is STREAMING:
+            self._close_stream(code, reason)
+            return
         if self._ws is None or self.state is not WEBSOCKET:
             return
         self.close_code = code
@@ -292,7 +306,10 @@ class Connection(HTTPSide, WebSocketSide):
     # -- from HTTP to WebSocket, and the frames read ---------------------------------------
 
     def _switch(self) -> None:
-        """The session opened a WebSocket: from now on the bytes are frames."""
+        """The session opened a WebSocket (or a stream): from now on the bytes are frames."""
+        if self.session.stream is not None:
+            self._stream()
+            return
         if self.session.echo:
             limit = self.session.message_limit = max(self.session.message_limit, ECHO_MAX_MESSAGE_BYTES)
             # Up to 16 MiB of echoes may wait unread (see _on_message), plus the one being echoed.

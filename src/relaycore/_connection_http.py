@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import h11
 
 from ._connection_state import ConnectionBase, Phase
+from ._connection_stream import stream_head
 from ._errors import HTTPError
 from ._session_seams import Answer
 
@@ -109,10 +110,13 @@ class HTTPSide(ConnectionBase):
             bytes(self._body),
             upgrade=upgrade,
             handshake=greeting,
+            respond=stream_head,
         )
         if answer is None:
             if self.session.pending:
                 self._move(Phase.HTTP_WAITING)  # nothing more is read until the backplane decides
+                if self.session.awaiting is not None:  # a long poll: answered [] after poll_wait
+                    self.deadline = self.hub.clock.monotonic() + self.hub.config.http.poll_wait
             else:
                 self._switch()
             return
@@ -123,8 +127,7 @@ class HTTPSide(ConnectionBase):
         self._next_cycle()
 
     def _respond(self, answer: Answer, *, close: bool = False) -> None:
-        content_type, *extra = answer.headers
-        headers = [content_type]
+        headers, extra = answer.headers[:1], answer.headers[1:]
         if answer.status != 204:  # No Content has no length (RFC 9110, 8.6)
             headers.append((b"content-length", str(len(answer.body)).encode()))
         if close:

@@ -1,8 +1,9 @@
 """Where a :class:`~relaycore.Connection` stands: its phases and the one table they move through.
 
 Theory of operation. A transport reads a connection's public :class:`State`: ``HTTP``,
-``WEBSOCKET``, ``CLOSING`` or ``CLOSED``. Within those four the connection moves through
-the seven values of :class:`Phase`, the way h11's connection moves through its states: an
+``WEBSOCKET``, ``STREAMING`` (an HTTP door member's SSE or NDJSON stream), ``CLOSING`` or
+``CLOSED``. Within those five the connection moves through
+the eight values of :class:`Phase`, the way h11's connection moves through its states: an
 HTTP connection is reading a request (``HTTP``), holding the next request back until its
 answer is written (``HTTP_ANSWERING``), or waiting for the backplane to decide a join or a
 push (``HTTP_WAITING``); an open WebSocket is a channel member's (``WEBSOCKET``) or the
@@ -14,10 +15,13 @@ not have is a bug in the core) and keeps :attr:`ConnectionBase.state` on the pha
 phase             State       moves to
 ================  ==========  ==============================================================
 HTTP              HTTP        HTTP_ANSWERING (an answer is unwritten), HTTP_WAITING (the
-                              backplane decides), WEBSOCKET, WEBSOCKET_ECHO (an upgrade
+                              backplane decides, a long poll waits), WEBSOCKET,
+                              WEBSOCKET_ECHO (an upgrade admitted), STREAMING (a stream
                               admitted), CLOSED (a refusal, the peer's end, a timeout)
 HTTP_ANSWERING    HTTP        HTTP (the answer is written: ``resume``), CLOSED
-HTTP_WAITING      HTTP        HTTP (a push answered), WEBSOCKET (a join admitted), CLOSED
+HTTP_WAITING      HTTP        HTTP (a push or a poll answered), WEBSOCKET, STREAMING (a join
+                              admitted), CLOSED
+STREAMING         STREAMING   CLOSED (the relay's close, the peer's end, the connection lost)
 WEBSOCKET         WEBSOCKET   CLOSING (the relay's close frame), CLOSED (the peer's close,
                               a protocol error, a dead peer, the connection lost)
 WEBSOCKET_ECHO    WEBSOCKET   as WEBSOCKET
@@ -51,6 +55,7 @@ __all__ = [
     "HTTP",
     "NEXT",
     "SHOWN",
+    "STREAMING",
     "WAITING",
     "WEBSOCKET",
     "ConnectionBase",
@@ -64,6 +69,7 @@ class State(Enum):
 
     HTTP = "http"
     WEBSOCKET = "websocket"
+    STREAMING = "streaming"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -76,6 +82,7 @@ class Phase(Enum):
     HTTP_WAITING = "http waiting"  # the backplane decides a join or a push: nothing is read
     WEBSOCKET = "websocket"  # a channel member's WebSocket
     WEBSOCKET_ECHO = "websocket echo"  # the /echo endpoint's WebSocket: messages come back
+    STREAMING = "streaming"  # an HTTP door member's stream (SSE, NDJSON): the relay only writes
     CLOSING = "closing"  # our close frame is out, the peer's answer awaited
     CLOSED = "closed"
 
@@ -83,10 +90,11 @@ class Phase(Enum):
 #: The one table of moves: from each phase, the phases it may move to.
 NEXT: dict[Phase, frozenset[Phase]] = {
     Phase.HTTP: frozenset(
-        {Phase.HTTP_ANSWERING, Phase.HTTP_WAITING, Phase.WEBSOCKET, Phase.WEBSOCKET_ECHO, Phase.CLOSED}
+        {Phase.HTTP_ANSWERING, Phase.HTTP_WAITING, Phase.WEBSOCKET, Phase.WEBSOCKET_ECHO, Phase.STREAMING, Phase.CLOSED}
     ),
     Phase.HTTP_ANSWERING: frozenset({Phase.HTTP, Phase.CLOSED}),
-    Phase.HTTP_WAITING: frozenset({Phase.HTTP, Phase.WEBSOCKET, Phase.CLOSED}),
+    Phase.HTTP_WAITING: frozenset({Phase.HTTP, Phase.WEBSOCKET, Phase.STREAMING, Phase.CLOSED}),
+    Phase.STREAMING: frozenset({Phase.CLOSED}),
     Phase.WEBSOCKET: frozenset({Phase.CLOSING, Phase.CLOSED}),
     Phase.WEBSOCKET_ECHO: frozenset({Phase.CLOSING, Phase.CLOSED}),
     Phase.CLOSING: frozenset({Phase.CLOSED}),
@@ -100,13 +108,14 @@ SHOWN: dict[Phase, State] = {
     Phase.HTTP_WAITING: State.HTTP,
     Phase.WEBSOCKET: State.WEBSOCKET,
     Phase.WEBSOCKET_ECHO: State.WEBSOCKET,
+    Phase.STREAMING: State.STREAMING,
     Phase.CLOSING: State.CLOSING,
     Phase.CLOSED: State.CLOSED,
 }
 
 # The paths run for every read and every message compare with these module-level names:
 # Python 3.11 reads an Enum member (``State.CLOSED``) through a descriptor, about 0.15 µs.
-HTTP, WEBSOCKET, CLOSED = State.HTTP, State.WEBSOCKET, State.CLOSED
+HTTP, WEBSOCKET, CLOSED, STREAMING = State.HTTP, State.WEBSOCKET, State.CLOSED, State.STREAMING
 ANSWERING, WAITING, ECHO = Phase.HTTP_ANSWERING, Phase.HTTP_WAITING, Phase.WEBSOCKET_ECHO
 
 

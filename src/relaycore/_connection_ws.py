@@ -19,7 +19,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from ._connection_state import CLOSED, ECHO, WEBSOCKET, ConnectionBase, Phase
+from ._connection_state import CLOSED, ECHO, WEBSOCKET, ConnectionBase, Phase, State
 from ._session import message_size
 
 __all__ = ["WebSocketSide"]
@@ -95,7 +95,7 @@ class WebSocketSide(ConnectionBase):
 
     def _slow_consumer(self) -> None:
         """The peer is owed more than the bound (its own pongs, echoes): close it, 1008."""
-        if self.state is WEBSOCKET:
+        if self.state is WEBSOCKET or self.state is State.STREAMING:
             self.session.slow_consumer()
 
     def _keepalive(self, now: float) -> None:

@@ -41,6 +41,7 @@ from ._counters import Counters
 from ._errors import HTTPError, RelayUsageError
 from ._fanout import Fanout, envelope
 from ._forms import WEBSOCKET, WireForm
+from ._http_sessions import HTTPSessions
 from ._limits import ClientLimiter, TrustedProxies
 from ._names import JoinOptions
 from ._origins import Origins
@@ -62,6 +63,9 @@ from ._wire import ErrorFrame, encode, parse_json
 
 __all__ = ["Hub"]
 
+
+#: A message not relayed: the drop reason (a key of ``Tally.dropped``) and the error text sent.
+Dropped = tuple[str, str]
 
 #: Rate-limit warnings within WARNING_WINDOW seconds before the sender is closed.
 MAX_WARNINGS = 3
@@ -103,6 +107,9 @@ class Hub:
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies, header=config.server.forwarded_header)
         #: The web origins whose pages may open WebSockets and read the HTTP endpoints.
         self.origins = Origins(config.server.allowed_origins)
+        #: The HTTP door's members by token; a door turns it on by giving it a token
+        #: source (``hub.http.tokens``), since the core has no randomness of its own.
+        self.http = HTTPSessions(config.http)
 
     # -- outboxes ---------------------------------------------------------------
 
@@ -119,7 +126,7 @@ class Hub:
         own: list[Outbox] = []
         while self.ready:
             others: dict[Door, list[Outbox]] | None = None
-            for outbox in self.take_ready():
+            for outbox in self._take_ready():
                 owner = outbox.door
                 if owner is None or owner is door:
                     own.append(outbox)
@@ -137,7 +144,11 @@ class Hub:
         return own
 
     def take_ready(self) -> list[Outbox]:
-        """Return (and clear) the outboxes that got bytes since the last call."""
+        """Return (and clear) the outboxes without a door that got bytes since the last
+        call; those of a door are handed to its wake (see :meth:`wake`)."""
+        return self.wake(None)
+
+    def _take_ready(self) -> list[Outbox]:
         ready = self.ready
         if not ready:
             return ready
@@ -270,35 +281,38 @@ class Hub:
         """Periodic housekeeping: forget the rate state of clients gone quiet."""
         self.joins.prune(now)
         self.pushes.prune(now)
+        if self.http.polls:
+            self.http.tick(now)
 
-    def _allow(self, member: Member) -> bool:
-        """Spend a message token; over the rate, warn (and close at the third warning)."""
+    def _limit(self, member: Member) -> Dropped | None:
+        """Spend a message token (None); over the rate, warn (and close at the third warning)."""
         now = self.clock.monotonic()
         if member.bucket.take(now):
-            return True
+            return None
         warnings = member.warnings
         warnings[:] = [t for t in warnings if now - t < WARNING_WINDOW]
         warnings.append(now)
-        self._drop(member, "rate", rate_limited(len(warnings), MAX_WARNINGS))
+        dropped = self._drop(member, "rate", rate_limited(len(warnings), MAX_WARNINGS))
         if len(warnings) >= MAX_WARNINGS:
             self.kick(member, CLOSE_POLICY, RATE_LIMITED)
-        return False
+        return dropped
 
     # -- messages -----------------------------------------------------------------
 
-    def receive(self, member: Member, text: str | bytes) -> None:
+    def receive(self, member: Member, text: str | bytes) -> Dropped | None:
         """Handle one complete data message from ``member`` (PROTOCOL.md section 4).
 
         ``str`` is a text message: a JSON value to broadcast, or ``\x1f<uid>\x1f<JSON>`` /
         ``@@<uid>@@<JSON>`` for one member. ``bytes`` is a binary message, which the
-        protocol does not carry: the sender gets an error frame.
+        protocol does not carry: the sender gets an error frame. Returns None when the
+        message went on, else why not: the drop reason and the error text the sender got.
         """
         member.channel.tally.received += 1
-        if not self._allow(member):
-            return
+        dropped = self._limit(member)
+        if dropped is not None:
+            return dropped
         if not isinstance(text, str):
-            self._drop(member, "binary", BINARY_UNSUPPORTED)
-            return
+            return self._drop(member, "binary", BINARY_UNSUPPORTED)
         uid = None
         if text.startswith("\x1f"):
             uid, sep, text = text[1:].partition("\x1f")
@@ -306,18 +320,17 @@ class Hub:
             uid, sep, text = text[2:].partition("@@")
         message = parse_json(text)
         if message is None or (uid is not None and not sep):
-            self._drop(member, "invalid_json", INVALID_JSON)
-        elif uid is None:
-            self.send(member, message)
-        else:
-            self.send_direct(member, uid, message)
+            return self._drop(member, "invalid_json", INVALID_JSON)
+        if uid is None:
+            return self.send(member, message)
+        return self.send_direct(member, uid, message)
 
-    def send(self, member: Member, message: msgspec.Raw) -> None:
+    def send(self, member: Member, message: msgspec.Raw) -> Dropped | None:
         """Broadcast a validated JSON value from ``member`` to its channel."""
         if not member.can_send:
-            self._drop(member, "send_key", SEND_KEY_REQUIRED)
-            return
+            return self._drop(member, "send_key", SEND_KEY_REQUIRED)
         self.broadcast(member.channel, envelope(self.now_ms(), message, member), None if member.echo else member)
+        return None
 
     def broadcast(self, channel: Channel, payload: bytes, skip: Member | None) -> None:
         """Deliver a member's encoded message to everyone in ``channel`` but ``skip``.
@@ -326,17 +339,17 @@ class Hub:
         """
         self.fanout.deliver(channel.everyone, payload, skip, channel.tally)
 
-    def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> None:
+    def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> Dropped | None:
         """Send a validated JSON value from ``member`` to member ``uid`` of its channel only."""
         if not member.can_send:
-            self._drop(member, "send_key", SEND_KEY_REQUIRED)
-            return
+            return self._drop(member, "send_key", SEND_KEY_REQUIRED)
         channel = member.channel
         target = channel.members.get(uid)
         if target is not None:
             self.fanout.deliver((target,), envelope(self.now_ms(), message, member), None, channel.tally)
         elif not self.forward(member, uid, message):
-            self._drop(member, "unknown_uid", user_not_found(uid))
+            return self._drop(member, "unknown_uid", user_not_found(uid))
+        return None
 
     def forward(self, member: Member, uid: str, message: msgspec.Raw) -> bool:
         """A direct message from ``member`` to ``uid``, who is not here: whether it went on.
@@ -378,7 +391,8 @@ class Hub:
         """Send an error frame to ``member`` only."""
         self.fanout.deliver((member,), encode(ErrorFrame(message=text, date=self.now_ms())), None)
 
-    def _drop(self, member: Member, reason: str, text: str) -> None:
+    def _drop(self, member: Member, reason: str, text: str) -> Dropped:
         """``member``'s message is not relayed, for ``reason`` (counted): it gets error ``text``."""
         member.channel.tally.dropped[reason] += 1
         self.error(member, text)
+        return (reason, text)

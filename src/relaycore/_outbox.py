@@ -131,6 +131,13 @@ class Outbox:
             if self.size > self.limit:
                 self.overflowed = True
 
+    def touch(self) -> None:
+        """Put the outbox on the ready list even without bytes: its transport has something
+        to notice (the end of a stream decided from outside its connection)."""
+        if not self.queued:
+            self.queued = True
+            self._ready.append(self)
+
     def room(self) -> int:
         """How many more bytes fit under ``limit``; -1 once a put was refused."""
         return -1 if self.overflowed else self.limit - self.size

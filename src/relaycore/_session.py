@@ -36,6 +36,9 @@ from collections.abc import Callable
 from ._channel import Member
 from ._endpoints import CORS_METHODS, PUSH_METHODS, plain, preflight, push_request, pushed
 from ._errors import HTTPError
+from ._forms import MESSAGES
+from ._http_door import HTTPDoorSide
+from ._http_sessions import SESSION_METHODS, SESSION_PREFIX, Poll
 from ._hub import Hub
 from ._limits import client_address
 from ._names import parse_channel, parse_options
@@ -49,7 +52,6 @@ from ._texts import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
-    CLUSTER_UNAVAILABLE,
     INTERNAL_ERROR,
     SHUTTING_DOWN,
     SLOW_CONSUMER,
@@ -69,7 +71,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-class ClientSession:
+class ClientSession(HTTPDoorSide):
     """One client of the relay, decided framing-neutrally.
 
     >>> from relaycore import Config, Hub, MessageOutbox
@@ -92,20 +94,13 @@ class ClientSession:
 
     __slots__ = (
         "_close_counted",
-        "_cors",
         "_peer_address",
-        "_transport",
         "client",
         "closing",
         "echo",
         "echo_endpoint",
-        "gone",
         "hub",
-        "member",
         "message_limit",
-        "namespace",
-        "outbox",
-        "pending",
         "problem",
         "refused",
         "routes",
@@ -148,6 +143,10 @@ class ClientSession:
         #: The transport's own HTTP paths, asked after the relay's own.
         self.routes = routes
         self._close_counted = False
+        #: The HTTP door: this member's form, answer headers and token (HTTPDoorSide), and
+        #: the long-poll member this request waits on.
+        self._init_http_door()
+        self.awaiting: Poll | None = None
         #: The CORS headers of this request's answers (the plain endpoints only), once known.
         self._cors: list[tuple[bytes, bytes]] = []
         #: The largest message (WebSocket, or HTTP push body) a client may send, in bytes.
@@ -170,6 +169,7 @@ class ClientSession:
         upgrade: bool = False,
         handshake: Callable[[bytes], bytes] | None = None,
         extended_connect: bool = False,
+        respond: Callable[[int, list[tuple[bytes, bytes]]], bytes] | None = None,
     ) -> Answer | None:
         """Decide one request; ``upgrade`` when it asks for a WebSocket.
 
@@ -179,14 +179,22 @@ class ClientSession:
         for with an HTTP/2 (or HTTP/3) extended CONNECT (RFC 8441), which the server checked;
         it has none of HTTP/1.1's upgrade headers. Returns None when a WebSocket opened (the
         member joined; the handshake bytes and the self-join are in the outbox), else the answer.
+
+        A plain ``GET`` of a channel that accepts a streaming type joins over the HTTP door
+        (:mod:`relaycore._http_door`): a stream sets :attr:`stream` and returns None, its
+        outbox (a new one, of the stream's form) beginning with ``respond(status, headers)``,
+        the response head a framing adapter writes (None: the server sends it).
         """
         self.client = client_address(self._peer_address, headers, self.hub.trusted_proxies)
         path, _, query = target.partition(b"?")
         upgrade = upgrade or extended_connect
         push = path.startswith(b"/push/")
-        if push or path in CORS_METHODS:
+        door = path.startswith(SESSION_PREFIX)
+        if push or door or path in CORS_METHODS:
             self._cors = self.hub.origins.cors(origin(headers))
         try:
+            if (door and method != b"OPTIONS") or (not upgrade and self._streams(method, path, headers)):
+                return self._door_request(method, target, headers, body, respond)
             if path.startswith((b"/c/", b"/r/")) or (path == b"/echo" and self.echo_endpoint):
                 try:
                     channel = path[3:] if path.startswith((b"/c/", b"/r/")) else None
@@ -195,8 +203,9 @@ class ClientSession:
                     self._refused(exc)
                     raise
                 return None
-            if method == b"OPTIONS" and (push or path in CORS_METHODS):
-                answer, self._cors = preflight(self.hub, headers, PUSH_METHODS if push else CORS_METHODS[path])
+            if method == b"OPTIONS" and (push or door or path in CORS_METHODS):
+                methods = PUSH_METHODS if push else SESSION_METHODS if door else CORS_METHODS[path]
+                answer, self._cors = preflight(self.hub, headers, methods)
                 return answer
             if push:
                 return self._push(method, path[6:], headers, body)  # None: the cluster answers later
@@ -259,22 +268,6 @@ class ClientSession:
         if self.member is None:
             self.pending = True
 
-    def joined(self, member: Member) -> None:
-        """The backplane admitted the pending join (the :class:`~relaycore.JoiningSession` side)."""
-        self.pending = False
-        if self.gone:  # the client left while it waited
-            self.hub.leave(member)
-            return
-        self.member = member
-        self._transport.session_opened()
-
-    def join_refused(self, error: HTTPError) -> None:
-        """The backplane refused the pending join."""
-        self.pending = False
-        self._refused(error)
-        if not self.gone:
-            self._transport.session_refused(self.refusal(error))
-
     def _push(self, method: bytes, raw_channel: bytes, headers: Headers, body: bytes) -> Answer | None:
         channel, message, key = push_request(self.hub, method, raw_channel, headers, body, self.message_limit)
         reached = self.hub.push(channel, message, key, self.client, self)
@@ -283,27 +276,6 @@ class ClientSession:
             return None
         self.hub.counters.push(200)
         return pushed(reached, self._cors)
-
-    def pushed(self, recipients: int) -> None:
-        """The cluster delivered the pending push (the :class:`~relaycore.PushWaiter` side)."""
-        self.pending = False
-        self.hub.counters.push(200)
-        if not self.gone:
-            self._transport.session_answered(pushed(recipients, self._cors))
-
-    def push_failed(self, error: HTTPError) -> None:
-        """The cluster could not make the pending push."""
-        self.pending = False
-        self.hub.counters.push(error.status)
-        if not self.gone:
-            self._transport.session_answered(self.refusal(error, json=True))
-
-    def push_timed_out(self) -> Answer:
-        """The answer when a pending push waited too long (the transport's bound): 503."""
-        self.pending = False
-        self.gone = True
-        self.hub.counters.push(503)
-        return self.refusal(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]), json=True)
 
     # -- a WebSocket --------------------------------------------------------------------
 
@@ -356,6 +328,8 @@ class ClientSession:
         if self.closing is not None:
             return
         self.closing = (code, reason)
+        if self.token is not None and self.stream is not MESSAGES:
+            self.hub.http.discard(self.token)  # a long-poll member's last frames are still fetched
         self._count_close(code)
         if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY):
             self.problem = reason
@@ -371,6 +345,8 @@ class ClientSession:
         was lost, counted as 1006 unless the relay had closed it already).
         """
         self.gone = True
+        if self.token is not None:
+            self.hub.http.discard(self.token)
         member = self.member
         if member is not None:
             self._count_close(CLOSE_ABNORMAL if code is None else code)

@@ -54,6 +54,12 @@ class Answer:
     def __repr__(self) -> str:
         return f"<Answer {self.status} {self.body[:60]!r}>"
 
+    def with_headers(self, extra: Headers) -> Answer:
+        """This answer with the headers of ``extra`` it does not have yet (CORS)."""
+        have = {name for name, _ in self.headers}
+        more = [(name, value) for name, value in extra if name not in have]
+        return Answer(self.status, self.body, [*self.headers, *more]) if more else self
+
 
 Routes = Callable[[bytes, bytes, Headers], "Answer | None"]
 """A transport's own HTTP paths: ``routes(method, path, headers)`` answers a plain request

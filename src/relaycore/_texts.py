@@ -31,8 +31,10 @@ __all__ = [
     "NOT_FOUND",
     "FOREIGN_SEND_KEY",
     "ORIGIN_NOT_ALLOWED",
+    "POLL_EXPIRED",
     "RATE_LIMITED",
     "SEND_KEY_REQUIRED",
+    "SESSION_NOT_FOUND",
     "SHUTTING_DOWN",
     "SLOW_CONSUMER",
     "TOO_BIG",
@@ -73,6 +75,8 @@ SHUTTING_DOWN = "server shutting down"
 INTERNAL_ERROR = "internal error"
 #: A cluster node found its member's uid taken by another node's (docs/cluster.md).
 UID_CONFLICT = "uid conflict"
+#: A long-poll member that did not poll again within ``[http] poll_timeout`` (docs/transports.md).
+POLL_EXPIRED = "no poll in time"
 
 # -- error frames (docs/protocol.md, section 5.5) ---------------------------------------------
 
@@ -112,3 +116,5 @@ NOT_FOUND = "Not found."
 INVALID_JSON_BODY = "Invalid JSON body."
 BODY_TOO_LARGE = "Body too large."
 CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
+#: ``/s/<token>`` of no member (never given, or its member has left).
+SESSION_NOT_FOUND = "Session not found."

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -63,6 +64,7 @@ __all__ = [
     "log_ended",
     "log_refused",
     "running_asyncio_loop",
+    "secure_token",
     "secure_uids",
 ]
 
@@ -98,6 +100,11 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+def secure_token() -> str:
+    """An HTTP door session token: 144 bits from the OS's random source, URL-safe."""
+    return secrets.token_urlsafe(18)
 
 
 def secure_uids() -> str:
@@ -193,6 +200,8 @@ def door_parts(hub: Hub, flush: Callable[[], None]) -> DoorParts:
     metrics are enabled without prometheus-client installed, or when a cluster node has no
     ``redis_url``.
     """
+    if hub.http.tokens is None:
+        hub.http.tokens = secure_token  # the HTTP door's tokens (the core has no randomness)
     backplane = _driver(hub, flush)
     routes = _routes(hub, backplane)
     return DoorParts(backplane, routes, None if routes is None else routes.metrics)

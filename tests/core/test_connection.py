@@ -962,4 +962,18 @@ def test_every_move_of_the_table_happens_and_no_other(monkeypatch: pytest.Monkey
         assert peer.conn._phase is Phase.WEBSOCKET_ECHO and peer.state() is State.WEBSOCKET
     echoes[0].conn.shutdown()
     echoes[1].feed(close())
+    # HTTP -> STREAMING -> CLOSED (an HTTP door stream; the client's end of file)
+    stream_request = request("GET", "/c/room", {"Accept": "text/event-stream"})
+    hub.http.tokens = iter(f"token{n}" for n in range(100)).__next__
+    streaming = Peer(hub)
+    streaming.feed(stream_request)
+    assert streaming.state() is State.STREAMING
+    streaming.feed(b"")
+    # HTTP_WAITING -> STREAMING (a stream's join decided later)
+    deferred.http.tokens = iter(f"token{n}" for n in range(100)).__next__
+    later = Peer(deferred)
+    later.feed(stream_request)
+    assert later.conn._phase is Phase.HTTP_WAITING
+    backplane.decide()
+    assert later.state() is State.STREAMING
     assert seen == {(phase, after) for phase, moves in NEXT.items() for after in moves}

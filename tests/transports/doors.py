@@ -116,7 +116,7 @@ def config_toml(config: Config) -> str:
     """``config`` as TOML text that :meth:`Config.from_toml` reads back to an equal Config."""
     tables = msgspec.to_builtins(config)
     lines: list[str] = []
-    for section in ("server", "limits", "metrics"):
+    for section in [name for name in tables if name not in ("cluster", "namespaces")]:
         lines.append(f"[{section}]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in tables[section].items()]
     for prefix, keys in tables["namespaces"].items():

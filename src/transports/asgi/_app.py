@@ -32,6 +32,7 @@ class RelayApp:
         #: :meth:`flush`, bound once: every connection holds it (a bound method each would
         #: cost each idle connection its own object).
         self._flush = self.flush
+        self._next_tick = 0.0
         parts = door_parts(hub, self._flush)
         #: The cluster driver, when the hub is a cluster node; it runs during the lifespan
         #: (or inside :meth:`running`, for an app mounted in another).
@@ -44,10 +45,11 @@ class RelayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        self._tick()  # the housekeeping, for an app run without its lifespan
         if kind == "websocket":
             await serve_websocket(self.hub, self._flush, self._links, scope, receive, send, self)
         elif kind == "http":
-            await serve_http(self.hub, self.routes, self._flush, scope, receive, send)
+            await serve_http(self.hub, self.routes, self._flush, scope, receive, send, self)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -82,27 +84,45 @@ class RelayApp:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[RelayApp]:
-        """Run the app's background work (the cluster driver) for the block.
+        """Run the app's background work for the block: the hub's housekeeping every
+        second (long-poll members gone quiet, rate state) and the cluster driver.
 
         The app's own lifespan does this; an app mounted in another (FastAPI, Starlette),
-        whose lifespan the outer app does not pass on, enters it from the outer lifespan.
-        On leaving, the members' leaves still queued for the cluster are sent first.
+        whose lifespan the outer app does not pass on, enters it from the outer lifespan
+        (without it, the housekeeping runs as requests come). On leaving, the members'
+        leaves still queued for the cluster are sent first.
         """
-        if self.backplane is None or self._cluster_running:
+        if self._cluster_running:
             yield self
             return
         self._cluster_running = True
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(self.backplane.run)
+                tg.start_soon(self._housekeeping)
+                if self.backplane is not None:
+                    await tg.start(self.backplane.run)
                 try:
                     yield self
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await self.backplane.drain(self.hub.config.server.shutdown_grace)
+                    if self.backplane is not None:
+                        with anyio.CancelScope(shield=True):
+                            await self.backplane.drain(self.hub.config.server.shutdown_grace)
                     tg.cancel_scope.cancel()
         finally:
             self._cluster_running = False
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await anyio.sleep(1.0)
+            self._next_tick = 0.0
+            self._tick()
+
+    def _tick(self) -> None:
+        now = self.hub.clock.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + 1.0
+            self.hub.tick(now)
+            self.flush()
 
     async def shutdown(self) -> None:
         """Close every member with 1001 and wait (up to ``shutdown_grace``) for the closes to go out."""

@@ -8,26 +8,36 @@ answered once the cluster did (or ``handshake_timeout`` passed).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 
-from relaycore import Answer, ClientSession, Hub, MessageOutbox
+from relaycore import Answer, ClientSession, Door, HTTPError, Hub, MessageOutbox
+from relaycore.texts import CLUSTER_UNAVAILABLE
 
-from .._door import DoorRoutes, event_class
+from .._door import DoorRoutes
 from ._scope import Receive, Scope, Send, client_address, target
+from ._stream import HTTPLink, serve_stream
 
 __all__ = ["serve_http"]
 
 
 async def serve_http(
-    hub: Hub, routes: DoorRoutes | None, flush: Callable[[], None], scope: Scope, receive: Receive, send: Send
+    hub: Hub,
+    routes: DoorRoutes | None,
+    flush: Callable[[], None],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    door: Door | None = None,
 ) -> None:
-    """Answer one ``http`` scope: read the body (bounded), ask the session, send its answer."""
+    """Answer one ``http`` scope: read the body (bounded), ask the session, send its answer
+    (or, for an HTTP door member's stream, the stream)."""
     path = target(scope)
     method = scope["method"].encode()
-    waiting = _PlainHTTP()
-    session = ClientSession(hub, MessageOutbox(0, []), waiting, client=client_address(scope), routes=routes)
+    link = HTTPLink()
+    outbox = MessageOutbox(0, [], door=door)
+    outbox.peer = link
+    session = link.session = ClientSession(hub, outbox, link, client=client_address(scope), routes=routes)
     body = bytearray()
     answer = None
     while True:
@@ -43,11 +53,11 @@ async def serve_http(
     if answer is None:
         answer = session.request(method, path, scope["headers"], bytes(body))
         flush()
-        if answer is None:  # a push the cluster answers later
-            with anyio.move_on_after(hub.config.limits.handshake_timeout):
-                answer = await waiting.answer()
-            if answer is None:
-                answer = session.push_timed_out()
+        if answer is None:
+            answer = await _decision(hub, session, link)
+        if answer is None:
+            await serve_stream(hub, link, flush, receive, send)
+            return
     headers = answer.headers
     if answer.status != 204:  # No Content has no length (RFC 9110, 8.6)
         headers = [*headers, (b"content-length", str(len(answer.body)).encode())]
@@ -55,33 +65,21 @@ async def serve_http(
     await send({"type": "http.response.body", "body": b"" if method == b"HEAD" else answer.body})
 
 
-class _PlainHTTP:
-    """The transport side of a plain HTTP request: no WebSocket to open or close, and at
-    most one answer to wait for (a push the cluster decides)."""
-
-    __slots__ = ("_answer", "_event")
-
-    def __init__(self) -> None:
-        self._answer: Answer | None = None
-        self._event: Any = None
-
-    def session_closed(self, code: int, reason: str) -> None:
-        pass
-
-    def session_opened(self) -> None:
-        pass
-
-    def session_refused(self, answer: Answer) -> None:
-        self.session_answered(answer)
-
-    def session_answered(self, answer: Answer) -> None:
-        self._answer = answer
-        if self._event is not None:
-            self._event.set()
-
-    async def answer(self) -> Answer:
-        if self._answer is None:
-            self._event = event_class()()
-            await self._event.wait()
-        assert self._answer is not None
-        return self._answer
+async def _decision(hub: Hub, session: ClientSession, link: HTTPLink) -> Answer | None:
+    """The answer decided later (a push or a join the cluster decides, a long poll), or
+    None once a stream opened."""
+    if not session.pending:
+        return None  # a stream opened at once
+    polling = session.awaiting is not None
+    bound = hub.config.http.poll_wait if polling else hub.config.limits.handshake_timeout
+    answer = None
+    with anyio.move_on_after(bound):
+        answer = await link.decided()
+    if answer is None and session.pending:
+        if polling:
+            return session.poll_timed_out()
+        if session.stream is not None:  # a stream's join the cluster did not decide in time
+            session.leave()
+            return session.refusal(HTTPError(503, CLUSTER_UNAVAILABLE, [(b"retry-after", b"1")]))
+        return session.push_timed_out()
+    return answer

@@ -118,12 +118,14 @@ class PeerIO:
     def wake(self, outboxes: list[Outbox]) -> None:
         """Write these outboxes of ours (the :class:`relaycore.Door` side: another door's
         flush hands them over)."""
-        send = self._send
+        send, closed = self._send, State.CLOSED
         for outbox in outboxes:
             peer: Peer | None = outbox.peer
             if peer is not None and not peer.writing and not peer.dead:
                 try:
                     send(peer)
+                    if peer.conn.state is closed and peer.phase is Phase.OPEN:
+                        self._end(peer)  # ended from outside: an HTTP door stream the relay closed
                 except Exception:  # a bug must cost one connection, never the server
                     self._broken(peer)
 
