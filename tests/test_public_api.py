@@ -28,7 +28,7 @@ PUBLIC = {
         "MessageOutbox", "MetricsConfig", "NamespaceConfig", "NamespaceTable", "Outbox", "PushWaiter",
         "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session",
         "SessionTransport", "State", "Tally", "UidSource",
-        "Door", "FormOutbox", "WireForm", "WEBSOCKET", "MESSAGES", "SSE", "NDJSON",
+        "Door", "FormOutbox", "WireForm", "WEBSOCKET", "MESSAGES", "SSE", "NDJSON", "Stream", "HTTPConfig",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [
@@ -51,6 +51,7 @@ PUBLIC = {
         "format_table", "main", "run", "run_checks",
     ],
     "transports.metrics": ["CONTENT_TYPE", "Metrics", "RelayCollector"],
+    "transports.plugins": ["GROUP", "DoorFactory", "PluggedDoor", "installed_doors", "load_doors"],
 }  # fmt: skip
 
 #: Attributes reached by dotted path in users' configuration and code (not always in __all__).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ._channel import Channel, JoiningSession, Member, Session
 from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
-from ._config import ClusterConfig, Config, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
+from ._config import ClusterConfig, Config, HTTPConfig, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
 from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
@@ -24,6 +24,7 @@ from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
 from ._outbox import Door, FormOutbox, MessageOutbox, Outbox
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
 from ._session import Answer, ClientSession, Headers, Routes, SessionTransport, __version__
+from ._stream import Stream
 from ._wire import parse_json, text_frame
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Counters",
     "Door",
     "FormOutbox",
+    "HTTPConfig",
     "HTTPError",
     "Headers",
     "Hub",
@@ -70,6 +72,7 @@ __all__ = [
     "Session",
     "SessionTransport",
     "State",
+    "Stream",
     "Tally",
     "UNIX_PEER",
     "UidSource",

@@ -123,6 +123,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     http: HTTPConfig = msgspec.field(default_factory=HTTPConfig)
+    #: ``[doors.<name>]``: the installed doors ``relaycore serve`` runs beside the native
+    #: server (``relaycore.doors`` entry points), each with its own settings table.
+    doors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     namespaces: dict[str, NamespaceConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import anyio.abc
 from relaycore import Clock, Config, Hub, State, UidSource
 
 from .._door import door_hub, door_parts
+from ..plugins import load_doors
 from . import _tls
 from ._listeners import Listener, address, bind, bind_unix
 from ._peers import READ, Peer, Phase
@@ -59,6 +60,8 @@ class RelayServer(Polling):
         self.routes = parts.routes
         #: The ``/metrics`` endpoint and its registry, when ``[metrics] enabled``.
         self.metrics = parts.metrics
+        #: The installed doors ``[doors.<name>]`` names, run beside this server on its hub.
+        self.doors = load_doors(hub, self.config.doors)
         #: The addresses bound, as (host, port), once listening.
         self.addresses: list[tuple[str, int]] = []
         self._peers: set[Peer] = set()
@@ -97,8 +100,13 @@ class RelayServer(Polling):
                 tg.start_soon(self._tick)
                 if self.backplane is not None:
                     await tg.start(self.backplane.run)
+                for door in self.doors:
+                    await tg.start(door.run)
                 task_status.started(self.addresses)
                 await self._stop.wait()
+                for door in self.doors:
+                    with anyio.move_on_after(self.config.server.shutdown_grace):
+                        await door.shutdown()
                 await self._drain()
                 if self.backplane is not None:
                     await self.backplane.drain(self.config.server.shutdown_grace)
