@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from ._channel import Channel, JoiningSession, Member, Session
 from ._cluster import SCRIPTS, Call, ClusterHub, channel_keys
-from ._config import ClusterConfig, Config, HTTPConfig, LimitsConfig, MetricsConfig, NamespaceConfig, ServerConfig
+from ._config import (
+    ClusterConfig,
+    Config,
+    HTTPConfig,
+    LimitsConfig,
+    MetricsConfig,
+    NamespaceConfig,
+    PresenceConfig,
+    ServerConfig,
+)
 from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
@@ -63,6 +72,7 @@ __all__ = [
     "NamespaceConfig",
     "NamespaceTable",
     "Outbox",
+    "PresenceConfig",
     "PushWaiter",
     "RelayError",
     "RelayUsageError",

@@ -8,7 +8,7 @@ keeps them.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._config import NamespaceConfig
 from ._counters import Tally
@@ -16,6 +16,9 @@ from ._errors import HTTPError
 from ._limits import TokenBucket
 from ._names import JoinOptions
 from ._outbox import Outbox
+
+if TYPE_CHECKING:
+    from ._crowd import Crowd
 
 __all__ = ["Channel", "Departure", "JoiningSession", "Member", "Present", "Session"]
 
@@ -84,7 +87,7 @@ class Member:
 class Channel:
     """A named room; exists while it has members."""
 
-    __slots__ = ("_everyone", "join_key", "members", "name", "reservation", "send_key", "tally")
+    __slots__ = ("_everyone", "crowd", "join_key", "members", "name", "reservation", "send_key", "tally")
 
     def __init__(self, name: str, reservation: NamespaceConfig | None, tally: Tally | None = None) -> None:
         self.name = name
@@ -96,6 +99,9 @@ class Channel:
         #: Members by uid, in join order.
         self.members: dict[str, Member] = {}
         self._everyone: tuple[Member, ...] | None = None
+        #: Its coalesced presence, when it has more members than a set count (see
+        #: :mod:`relaycore._crowd`); None: every join and leave is told as it happens.
+        self.crowd: Crowd | None = None
 
     @property
     def everyone(self) -> tuple[Member, ...]:

@@ -20,7 +20,16 @@ from ._errors import ConfigError
 from ._limits import FORWARDED_HEADERS, TrustedProxies
 from ._origins import Origins
 
-__all__ = ["Config", "ConfigError", "HTTPConfig", "LimitsConfig", "MetricsConfig", "NamespaceConfig", "ServerConfig"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HTTPConfig",
+    "LimitsConfig",
+    "MetricsConfig",
+    "NamespaceConfig",
+    "PresenceConfig",
+    "ServerConfig",
+]
 
 ENV_PREFIX = "RELAYCORE_"
 
@@ -87,6 +96,20 @@ class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("`cluster.node_timeout` must be more than twice `cluster.heartbeat_interval`")
 
 
+class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[presence]``: join and leave events in big channels (docs/protocol.md, section 5.4)."""
+
+    #: Above this many members, a channel's join and leave events are coalesced into one
+    #: event carrying the total, at most once per ``interval``; 0: never (each one is sent).
+    coalesce_above: int = 0
+    #: Seconds between two coalesced events in one channel.
+    interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.coalesce_above < 0:
+            raise ValueError("`presence.coalesce_above` must be 0 (off) or more")
+
+
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[metrics]``: the Prometheus endpoint ``GET /metrics`` (docs/operations.md)."""
 
@@ -109,10 +132,16 @@ class HTTPConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class NamespaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[namespaces."<prefix>"]``: a reservation; both keys optional."""
+    """``[namespaces."<prefix>"]``: a reservation, and its channels' own settings; every key optional."""
 
     join_key: str | None = None
     send_key: str | None = None
+    #: ``[presence] coalesce_above`` for the namespace's channels (None: the relay's own).
+    presence_coalesce_above: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.presence_coalesce_above is not None and self.presence_coalesce_above < 0:
+            raise ValueError("`presence_coalesce_above` must be 0 (off) or more")
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +151,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     http: HTTPConfig = msgspec.field(default_factory=HTTPConfig)
     #: ``[doors.<name>]``: the installed doors ``relaycore serve`` runs beside the native
     #: server (``relaycore.doors`` entry points), each with its own settings table.
@@ -180,6 +210,7 @@ _POSITIVE = [
     ("limits", "handshake_timeout"),
     ("limits", "pushes_per_second_per_ip"),
     ("server", "shutdown_grace"),
+    ("presence", "interval"),
     ("http", "keepalive_interval"),
     ("http", "poll_wait"),
     ("http", "poll_timeout"),
@@ -200,6 +231,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         "LIMITS": LimitsConfig,
         "CLUSTER": ClusterConfig,
         "METRICS": MetricsConfig,
+        "PRESENCE": PresenceConfig,
         "HTTP": HTTPConfig,
     }
     for name, value in env.items():

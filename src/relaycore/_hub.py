@@ -91,7 +91,7 @@ class Hub:
         #: Delivery: one encoded message into many outboxes.
         self.fanout = Fanout(self.depart)
         #: Joins and leaves: uids, self-joins, join and leave events.
-        self.presence = Presence(config.limits, clock, uids, self.now_ms, self.access, self.counters, self.fanout)
+        self.presence = Presence(config, clock, uids, self.now_ms, self.access, self.counters, self.fanout)
         #: Live channels by name.
         self.channels: dict[str, Channel] = {}
         #: Outboxes with bytes to flush; see :meth:`take_ready`.
@@ -278,9 +278,11 @@ class Hub:
             raise HTTPError(429, TOO_MANY_CONNECTIONS, [(b"retry-after", b"1")])
 
     def tick(self, now: float) -> None:
-        """Periodic housekeeping: forget the rate state of clients gone quiet."""
+        """Periodic housekeeping: forget the rate state of clients gone quiet; coalesced presence."""
         self.joins.prune(now)
         self.pushes.prune(now)
+        if not self.closing:
+            self.presence.tick(now)
         if self.http.polls:
             self.http.tick(now)
 

@@ -15,6 +15,12 @@ The leaves of one departure go out as one batch per member. A member that cannot
 whole batch is a slow consumer and departs in the same pass (which adds one more leave for
 the others); :meth:`Presence.announce_leaves` finds all such members with one sort and one
 sweep, however the crowd cascades, and never recurses.
+
+A channel with more members than ``coalesce_above`` (``[presence]`` or its namespace's
+``presence_coalesce_above``) has a :class:`~relaycore._crowd.Crowd`: most of its events are
+then not sent one by one but coalesced into one event carrying the total, sent from
+:meth:`Presence.tick` at most once per ``interval`` (the rule is written in
+:mod:`relaycore._crowd`). Every event of both hubs passes the same rule here.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from collections.abc import Callable, Collection
 
 from ._access import Access
 from ._channel import Channel, Departure, Member, Present
-from ._config import LimitsConfig
+from ._config import Config
 from ._counters import Counters
+from ._crowd import Crowd
 from ._errors import RelayUsageError
 from ._fanout import Fanout
 from ._forms import WireForm
@@ -50,11 +57,11 @@ def _room(member: Member) -> int:
 class Presence:
     """Admits members into channels and tells the others, for one hub."""
 
-    __slots__ = ("_access", "_clock", "_counters", "_fanout", "_limits", "_now_ms", "_uids")
+    __slots__ = ("_access", "_clock", "_counters", "_dirty", "_fanout", "_limits", "_now_ms", "_presence", "_uids")
 
     def __init__(
         self,
-        limits: LimitsConfig,
+        config: Config,
         clock: Clock,
         uids: UidSource,
         now_ms: Callable[[], int],
@@ -62,7 +69,10 @@ class Presence:
         counters: Counters,
         fanout: Fanout,
     ) -> None:
-        self._limits = limits
+        self._limits = config.limits
+        self._presence = config.presence
+        #: The channels whose members may not know the current total (an ordered set).
+        self._dirty: dict[Channel, None] = {}
         self._clock = clock
         self._uids = uids
         self._now_ms = now_ms
@@ -73,7 +83,14 @@ class Presence:
     def open(self, name: str) -> Channel:
         """A channel named ``name`` with its namespace's reservation and counters (not yet listed)."""
         prefix, reservation = self._access.lookup(name)
-        return Channel(name, reservation, self._counters.tally(prefix))
+        channel = Channel(name, reservation, self._counters.tally(prefix))
+        presence = self._presence
+        above = presence.coalesce_above
+        if reservation is not None and reservation.presence_coalesce_above is not None:
+            above = reservation.presence_coalesce_above
+        if above:
+            channel.crowd = Crowd(above, presence.interval)
+        return channel
 
     def new_uid(self, taken: Callable[[str], bool]) -> str:
         """A uid from the hub's uid source that is not ``taken``."""
@@ -99,6 +116,8 @@ class Presence:
         channel.members[uid] = member
         channel._changed()
         request.outbox.write(request.greeting)
+        if channel.crowd is not None and len(channel.members) == 1:
+            channel.crowd.count(everyone)  # the channel is new here: count who is in it
         self._greet(member, request.options.list, everyone)
         return member
 
@@ -119,8 +138,29 @@ class Presence:
     def announce(
         self, channel: Channel, frame: JoinFrame | LeaveFrame, who: Present, skip: Member | None = None
     ) -> None:
-        """Tell the members of ``channel`` (but ``skip``) that ``who`` joined or left."""
+        """Tell the members of ``channel`` (but ``skip``) that ``who`` joined or left,
+        now, or in the channel's next coalesced event (see :mod:`relaycore._crowd`)."""
+        crowd = channel.crowd
+        if crowd is not None and not crowd.exact(frame, who):
+            self._dirty[channel] = None
+            return
         self._fanout.deliver(channel.everyone, event(frame, who), skip)
+
+    def tick(self, now: float) -> None:
+        """Send the coalesced events that are due: to each channel whose members may not
+        know its current total, one event carrying it, at most once per ``interval``."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        date = self._now_ms()
+        for channel in list(dirty):
+            crowd = channel.crowd
+            if crowd is None or not crowd.dirty or not channel.members:
+                del dirty[channel]  # told meanwhile, or gone
+            elif crowd.due(now):
+                del dirty[channel]
+                # Slow consumers depart here, and their leaves may mark the channel again.
+                self._fanout.deliver(channel.everyone, encode(crowd.summary(now, date)), None)
 
     @staticmethod
     def remove(channel: Channel, departures: list[Departure]) -> list[Departure]:
@@ -143,10 +183,12 @@ class Presence:
         outbox cannot take all of the leaves is a slow consumer: it departs too (appended to
         ``gone``, kicked by the caller), which adds one more leave for the others. The
         members are swept in order of free room, so finding every such member is one sort
-        and one pass, however the crowd cascades.
+        and one pass, however the crowd cascades. In a channel with a
+        :class:`~relaycore._crowd.Crowd`, the leaves it coalesces are not sent here.
         """
         date = self._now_ms()
         members = channel.members
+        crowd = channel.crowd
         # The members by wire form: a leave's size differs from one form to another.
         kinds: dict[WireForm, list[Member]] = {}
         for member in members.values():
@@ -158,37 +200,56 @@ class Presence:
         frames: list[bytes] = []
         need = dict.fromkeys(kinds, 0)  # bytes of the leaves so far, in each form
 
-        def add(member: Member) -> None:
-            payload = event(LeaveFrame(total=before - 1 - len(payloads), date=date), member)
+        def add(member: Member, k: int) -> None:
+            """The leave of ``member``, the ``k``-th of this departure: sent, or coalesced."""
+            frame = LeaveFrame(total=before - 1 - k, date=date)
+            if crowd is not None and not crowd.exact(frame, member):
+                self._dirty[channel] = None
+                return
+            payload = event(frame, member)
             payloads.append(payload)
             frames.append(text_frame(payload))
             for form in need:
                 need[form] += len(form.message(payload))
 
-        for member, _, _ in gone:
-            add(member)
-        for kind in kinds.values():
-            kind.sort(key=_room)
-        cursor = dict.fromkeys(kinds, 0)
-        swept = True
-        while swept:
-            swept = False
-            for form, kind in kinds.items():
-                i = cursor[form]
-                while i < len(kind) and kind[i].outbox.room() < need[form]:
-                    member = kind[i]
-                    i += 1
-                    del members[member.uid]
-                    member.outbox.overflowed = True
-                    channel.tally.dropped["slow_consumer"] += 1
-                    gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
-                    add(member)
-                    swept = True
-                cursor[form] = i
+        for k, (member, _, _) in enumerate(gone):
+            add(member, k)
+        if payloads:
+            _sweep(channel, kinds, need, gone, add)
         channel._changed()
-        if not members:
+        if not members or not payloads:
             return
         joined = b"".join(frames)
         for member in channel.everyone:
             # Cannot be refused: every member left has room for all of it (swept above).
             member.outbox.put_batch(payloads, joined)
+
+
+def _sweep(
+    channel: Channel,
+    kinds: dict[WireForm, list[Member]],
+    need: dict[WireForm, int],
+    gone: list[Departure],
+    add: Callable[[Member, int], None],
+) -> None:
+    """Take out of ``channel`` (into ``gone``) every member of ``kinds`` with less room than
+    ``need`` bytes in its form; each one's leave is ``add``-ed, which may raise ``need``."""
+    members = channel.members
+    for kind in kinds.values():
+        kind.sort(key=_room)
+    cursor = dict.fromkeys(kinds, 0)
+    swept = True
+    while swept:
+        swept = False
+        for form, kind in kinds.items():
+            i = cursor[form]
+            while i < len(kind) and kind[i].outbox.room() < need[form]:
+                member = kind[i]
+                i += 1
+                del members[member.uid]
+                member.outbox.overflowed = True
+                channel.tally.dropped["slow_consumer"] += 1
+                gone.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+                add(member, len(gone) - 1)
+                swept = True
+            cursor[form] = i
