@@ -99,6 +99,7 @@ async def running(
     *,
     ssl_context: ssl.SSLContext | None = None,
     door: str | None = None,
+    hooks: Any = None,
 ) -> AsyncIterator[Any]:
     """The relay behind ``door``, on ``host`` with a free port, for the duration of the block.
 
@@ -111,7 +112,7 @@ async def running(
         if door is not None:
             current = sniffio.current_async_library()
             assert door == f"native-{current}", f"door {door} asked for from a test running on {current}"
-        server = RelayServer(config, ssl_context=ssl_context)
+        server = RelayServer(config, ssl_context=ssl_context, hooks=hooks)
         async with anyio.create_task_group() as tg:
             await tg.start(server.serve, host, 0)
             try:

@@ -29,6 +29,7 @@ PUBLIC = {
         "RelayError", "RelayUsageError", "RelayValueError", "Routes", "ServerConfig", "UNIX_PEER", "Session",
         "SessionTransport", "State", "Tally", "UidSource",
         "Door", "FormOutbox", "WireForm", "WEBSOCKET", "MESSAGES", "SSE", "NDJSON", "Stream", "HTTPConfig",
+        "Hooks", "JoinAttempt", "Admit", "Refuse", "Roster",
         "__version__", "channel_keys", "parse_channel", "parse_json", "parse_options", "text_frame",
     ],
     "relaycore.testing": [

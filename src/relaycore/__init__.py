@@ -27,6 +27,8 @@ from ._connection import Connection, State
 from ._counters import DROP_REASONS, Counters, Tally
 from ._errors import ConfigError, HTTPError, RelayError, RelayUsageError, RelayValueError
 from ._forms import MESSAGES, NDJSON, SSE, WEBSOCKET, WireForm
+from ._hooks import Admit, Hooks, JoinAttempt, Refuse
+from ._host import Roster
 from ._hub import Hub
 from ._limits import UNIX_PEER
 from ._names import JoinOptions, NamespaceTable, parse_channel, parse_options
@@ -38,6 +40,11 @@ from ._wire import parse_json, text_frame
 
 __all__ = [
     "DROP_REASONS",
+    "Admit",
+    "Hooks",
+    "JoinAttempt",
+    "Refuse",
+    "Roster",
     "MESSAGES",
     "NDJSON",
     "SSE",

@@ -57,7 +57,19 @@ class Present(Protocol):
 class Member:
     """One connection's membership of a channel."""
 
-    __slots__ = ("alias", "announce", "bucket", "can_send", "channel", "echo", "outbox", "session", "uid", "warnings")
+    __slots__ = (
+        "alias",
+        "announce",
+        "bucket",
+        "can_send",
+        "channel",
+        "echo",
+        "left",
+        "outbox",
+        "session",
+        "uid",
+        "warnings",
+    )
 
     def __init__(
         self, uid: str, options: JoinOptions, channel: Channel, outbox: Outbox, session: Session, bucket: TokenBucket
@@ -74,6 +86,8 @@ class Member:
         self.bucket = bucket
         #: When the recent rate-limit warnings were given (monotonic seconds).
         self.warnings: list[float] = []
+        #: The close code the client left with, when it closed by itself (None: unknown).
+        self.left: int | None = None
 
     def __repr__(self) -> str:
         return f"<Member {self.uid} of {self.channel.name!r}>"

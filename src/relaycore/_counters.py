@@ -30,7 +30,7 @@ __all__ = ["DROP_REASONS", "Counters", "Tally"]
 #: sender lacks the channel's send key; ``unknown_uid`` a direct message to nobody;
 #: ``slow_consumer`` a member that could not take what it was owed, closed 1008 (its
 #: backlog goes with it; counted once per member).
-DROP_REASONS = ("rate", "size", "invalid_json", "binary", "send_key", "unknown_uid", "slow_consumer")
+DROP_REASONS = ("rate", "size", "invalid_json", "binary", "send_key", "unknown_uid", "slow_consumer", "hook")
 
 #: The close code counted for a WebSocket that ended without a close frame (RFC 6455).
 #: Close codes counted as themselves; any other code a client sends counts as 0 ("other"),

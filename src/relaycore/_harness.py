@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -16,10 +16,12 @@ from ._client import ClientConnection
 from ._config import Config, LimitsConfig
 from ._connection import Connection
 from ._errors import HTTPError, RelayUsageError, RelayValueError
+from ._hooks import Hooks, run_now
+from ._host import Roster
 from ._hub import Hub
 from ._outbox import MessageOutbox
 from ._session import Answer, ClientSession
-from ._texts import CLOSE_ABNORMAL
+from ._texts import CLOSE_ABNORMAL, CLOSE_POLICY
 from ._virtual_member import VirtualMember
 
 __all__ = ["FakeClock", "HTTPAnswer", "Harness", "config_for_tests", "seeded_uids", "uid_source"]
@@ -156,10 +158,16 @@ class Harness:
         seed: int = 0,
         clock: FakeClock | None = None,
         client: str = "127.0.0.1",
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config_for_tests() if config is None else config
         self.clock = FakeClock() if clock is None else clock
         self.hub = Hub(self.config, self.clock, seeded_uids(seed))
+        if hooks is not None:
+            self.hub.hooks = hooks
+        #: Async hooks to run once the call that started them is over (they must not wait).
+        self._spawned: list[Coroutine[Any, Any, None]] = []
+        self.hub.spawn = self._spawned.append
         self.client = client
         #: Members whose connection the relay has not finished with, in join order.
         self._open: list[VirtualMember] = []
@@ -270,10 +278,32 @@ class Harness:
             member.connection.shutdown()
         self._flush()
 
+    # -- the host's calls (synchronous here: nothing waits) -----------------------------------
+
+    def publish(self, channel: str, message: Any, *, to: str | None = None) -> int:
+        """Deliver ``message`` to ``channel``'s members (or member ``to``) as an HTTP push:
+        how many it reached. As ``RelayServer.publish``, without the await."""
+        reached = self.hub.publish(channel, message, to=to)
+        self._flush()
+        assert reached is not None  # one process answers at once
+        return reached
+
+    def presence(self, channel: str) -> Roster:
+        """``channel``'s total and announced members."""
+        return self.hub.roster(channel)
+
+    def disconnect(self, channel: str, uid: str, *, code: int = CLOSE_POLICY, reason: str = "") -> bool:
+        """Close member ``uid`` of ``channel`` with ``code``: whether it was found."""
+        found = self.hub.disconnect(channel, uid, code=code, reason=reason)
+        self._flush()
+        return found
+
     def _flush(self) -> None:
         """Deliver every outbox to its member, until nobody owes anybody anything."""
         hub = self.hub
-        while hub.ready:
+        while hub.ready or self._spawned:
+            while self._spawned:
+                run_now(self._spawned.pop(0))
             for outbox in hub.take_ready():
                 member: VirtualMember | None = outbox.peer
                 while outbox:

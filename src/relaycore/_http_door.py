@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from ._errors import HTTPError
 from ._forms import MESSAGES, SSE, WireForm
+from ._hooks import JoinAttempt, attempt_for
 from ._http_sessions import SESSION_METHODS, SESSION_PREFIX, Poll, content_type, stream_form
 from ._names import JoinOptions, parse_channel, parse_options
 from ._outbox import Outbox
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPDoorSide"]
 
+#: The transport a join over the HTTP door shows ``authorize``.
+_TRANSPORTS = {SSE: "sse", MESSAGES: "long-poll"}
 #: HTTP statuses of a message the hub did not relay, by drop reason (the body is its error text).
 _DROPPED = {"rate": 429, "send_key": 403}
 
@@ -53,6 +56,12 @@ class HTTPDoorSide(LaterAnswers):
         self.stream: WireForm | None = None
         self.stream_headers: list[tuple[bytes, bytes]] = []
         self.token: str | None = None
+
+    def _attempt(self, channel: str, options: JoinOptions, headers: Headers, transport: str) -> JoinAttempt | None:
+        """What ``authorize`` is shown of this join (None: the host has no ``authorize``)."""
+        if self.hub.hooks.authorize is None:
+            return None
+        return attempt_for(channel, options, headers, self.client, transport)
 
     def _streams(self, method: bytes, path: bytes, headers: Headers) -> bool:
         """Whether a request that asks for no upgrade joins a channel over the HTTP door."""
@@ -119,14 +128,15 @@ class HTTPDoorSide(LaterAnswers):
             (b"relay-session", token.encode()),
             *cors,
         ]
+        attempt = self._attempt(channel, options, headers, _TRANSPORTS.get(form, form.name))
         if form is MESSAGES:
-            return self._park(channel, options, token, answer_headers)
+            return self._park(channel, options, token, answer_headers, attempt)
         greeting = respond(200, answer_headers) if respond is not None else b""
         if form is SSE:
             greeting += b"event: session\ndata: " + encode({"token": token}) + b"\n\n"
         outbox = hub.new_outbox(form, self.outbox.door)
         outbox.peer = self.outbox.peer
-        member = hub.join(channel, options, outbox, self, greeting)  # type: ignore[arg-type]
+        member = hub.join(channel, options, outbox, self, greeting, attempt)  # type: ignore[arg-type]
         self.outbox = outbox
         self.member = member
         self.stream = form
@@ -137,7 +147,12 @@ class HTTPDoorSide(LaterAnswers):
         return None
 
     def _park(
-        self, channel: str, options: JoinOptions, token: str, headers: list[tuple[bytes, bytes]]
+        self,
+        channel: str,
+        options: JoinOptions,
+        token: str,
+        headers: list[tuple[bytes, bytes]],
+        attempt: JoinAttempt | None,
     ) -> Answer | None:
         hub = self.hub
         registry = hub.http
@@ -149,7 +164,7 @@ class HTTPDoorSide(LaterAnswers):
         member.namespace = self.namespace
         member.stream = MESSAGES
         member.token = token
-        member.member = hub.join(channel, options, member.outbox, member)  # type: ignore[arg-type]
+        member.member = hub.join(channel, options, member.outbox, member, b"", attempt)  # type: ignore[arg-type]
         registry.sessions[token] = member
         registry.polls[token] = poll
         if member.member is None:
@@ -190,7 +205,8 @@ class HTTPDoorSide(LaterAnswers):
         dropped = hub.receive(member.member, text)
         if dropped is not None:
             reason, error = dropped
-            raise HTTPError(_DROPPED.get(reason, 400), error)
+            if reason != "hook":  # the host dropped it: the sender is not told
+                raise HTTPError(_DROPPED.get(reason, 400), error)
         if "close" in params:
             member.close(CLOSE_NORMAL, "")
         return Answer(204, b"", [])

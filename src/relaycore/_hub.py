@@ -30,6 +30,7 @@ Every departure, whatever its cause, is one call of :meth:`Hub.depart`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -40,14 +41,16 @@ from ._config import Config
 from ._counters import Counters
 from ._errors import HTTPError, RelayUsageError
 from ._fanout import Fanout, envelope
-from ._forms import WEBSOCKET, WireForm
+from ._hooks import Hooks, JoinAttempt
+from ._host import HostSide
 from ._http_sessions import HTTPSessions
 from ._limits import ClientLimiter, TrustedProxies
 from ._names import JoinOptions
 from ._origins import Origins
-from ._outbox import Door, Outbox, outbox_for
+from ._outbox import Outbox
 from ._presence import Presence
 from ._protocols import Backplane, Clock, JoinRequest, LocalBackplane, PushWaiter, UidSource
+from ._ready import ReadyOutboxes
 from ._texts import (
     BINARY_UNSUPPORTED,
     CLOSE_POLICY,
@@ -72,7 +75,7 @@ MAX_WARNINGS = 3
 WARNING_WINDOW = 60.0
 
 
-class Hub:
+class Hub(HostSide, ReadyOutboxes):
     """Every channel of one relay, and the routing between their members.
 
     >>> from relaycore.testing import FakeClock, seeded_uids
@@ -107,56 +110,13 @@ class Hub:
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies, header=config.server.forwarded_header)
         #: The web origins whose pages may open WebSockets and read the HTTP endpoints.
         self.origins = Origins(config.server.allowed_origins)
+        #: The host's hooks, a door's task runner and where hook failures go (``_host``).
+        self.hooks = Hooks()
+        self.spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None
+        self.hook_failed: Callable[[str, BaseException], None] = _ignore
         #: The HTTP door's members by token; a door turns it on by giving it a token
         #: source (``hub.http.tokens``), since the core has no randomness of its own.
         self.http = HTTPSessions(config.http)
-
-    # -- outboxes ---------------------------------------------------------------
-
-    def new_outbox(self, form: WireForm = WEBSOCKET, door: Door | None = None) -> Outbox:
-        """An outbox of wire ``form`` for a member behind ``door``, registered with this
-        hub's ready list and sized by the config."""
-        return outbox_for(form, self.config.limits.outbound_buffer_bytes, self.ready, door)
-
-    def wake(self, door: object = None) -> list[Outbox]:
-        """After a call into the core: ``door``'s outboxes that got bytes since the last
-        call (and an outbox without a door); those of every other door are handed to its
-        :meth:`~relaycore.Door.wake` first, grouped. What a wake queues meanwhile (an
-        answer to a waiting request) is taken too."""
-        own: list[Outbox] = []
-        while self.ready:
-            others: dict[Door, list[Outbox]] | None = None
-            for outbox in self._take_ready():
-                owner = outbox.door
-                if owner is None or owner is door:
-                    own.append(outbox)
-                else:
-                    if others is None:
-                        others = {}
-                    group = others.get(owner)
-                    if group is None:
-                        group = others[owner] = []
-                    group.append(outbox)
-            if others is None:
-                break
-            for owner, group in others.items():
-                owner.wake(group)
-        return own
-
-    def take_ready(self) -> list[Outbox]:
-        """Return (and clear) the outboxes without a door that got bytes since the last
-        call; those of a door are handed to its wake (see :meth:`wake`)."""
-        return self.wake(None)
-
-    def _take_ready(self) -> list[Outbox]:
-        ready = self.ready
-        if not ready:
-            return ready
-        taken = ready[:]
-        ready.clear()
-        for outbox in taken:
-            outbox.queued = False
-        return taken
 
     def now_ms(self) -> int:
         """The ``date`` stamp: the injected wall clock in whole milliseconds."""
@@ -178,7 +138,13 @@ class Hub:
     # -- membership ---------------------------------------------------------------
 
     def join(
-        self, name: str, options: JoinOptions, outbox: Outbox, session: Session, greeting: bytes = b""
+        self,
+        name: str,
+        options: JoinOptions,
+        outbox: Outbox,
+        session: Session,
+        greeting: bytes = b"",
+        attempt: JoinAttempt | None = None,
     ) -> Member | None:
         """Ask to admit a connection to channel ``name``; the backplane decides.
 
@@ -187,9 +153,10 @@ class Hub:
         member, the joiner's outbox holds ``greeting`` (bytes that must come first, such as
         the handshake response) then its self-join frame, and every other member got a join
         event. Decided later: returns None, and the session hears ``joined(member)`` or
-        ``join_refused(error)`` from :meth:`resolve_join`.
+        ``join_refused(error)`` from :meth:`resolve_join`. With ``attempt`` (what the door
+        knows of the client), the host's ``authorize`` hook decides first (``_host``).
         """
-        return self.backplane.join(self, JoinRequest(name, options, outbox, session, greeting))
+        return self._join_request(JoinRequest(name, options, outbox, session, greeting), attempt)
 
     def resolve_join(self, request: JoinRequest) -> Member | None:
         """A backplane decided ``request`` later: admit it now and tell its session."""
@@ -201,7 +168,7 @@ class Hub:
         except HTTPError as exc:
             session.join_refused(exc)
             return None
-        session.joined(member)
+        session.joined(self._admitted(request, member))  # type: ignore[arg-type]
         return member
 
     def admit(self, request: JoinRequest) -> Member:
@@ -254,6 +221,8 @@ class Hub:
         if not gone:
             return
         self.departed(channel, gone, before)
+        if self.hooks.on_leave is not None:
+            self._departed_hooks(gone)
         if not members and self.channels.get(channel.name) is channel:
             del self.channels[channel.name]
         for member, code, reason in gone:
@@ -323,6 +292,11 @@ class Hub:
         message = parse_json(text)
         if message is None or (uid is not None and not sep):
             return self._drop(member, "invalid_json", INVALID_JSON)
+        if self.hooks.on_message is not None:
+            message = self._moderate(member, message)
+            if message is None:  # the host dropped it: the sender is not told
+                member.channel.tally.dropped["hook"] += 1
+                return ("hook", "")
         if uid is None:
             return self.send(member, message)
         return self.send_direct(member, uid, message)
@@ -398,3 +372,7 @@ class Hub:
         member.channel.tally.dropped[reason] += 1
         self.error(member, text)
         return (reason, text)
+
+
+def _ignore(where: str, exc: BaseException) -> None:
+    """A hook failure with nobody to tell (a hub without a door)."""

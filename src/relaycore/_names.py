@@ -15,7 +15,15 @@ import msgspec
 
 from ._errors import HTTPError
 
-__all__ = ["MAX_ALIAS", "MAX_CHANNEL_BYTES", "JoinOptions", "NamespaceTable", "parse_channel", "parse_options"]
+__all__ = [
+    "MAX_ALIAS",
+    "MAX_CHANNEL_BYTES",
+    "JoinOptions",
+    "check_channel",
+    "NamespaceTable",
+    "parse_channel",
+    "parse_options",
+]
 
 MAX_CHANNEL_BYTES = 256
 MAX_ALIAS = 64
@@ -42,6 +50,15 @@ def parse_channel(raw_path: bytes) -> str:
         name = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, "Channel name is not valid UTF-8.") from None
+    return check_channel(name)
+
+
+def check_channel(name: str) -> str:
+    """``name`` if it is a channel's name (1 to 256 bytes of UTF-8), else HTTPError(400).
+
+    >>> check_channel("room:1/a")
+    'room:1/a'
+    """
     if not 1 <= len(name.encode()) <= MAX_CHANNEL_BYTES:
         raise HTTPError(400, f"Channel name must be 1 to {MAX_CHANNEL_BYTES} bytes.")
     return name

@@ -64,7 +64,7 @@ class Admitting(Protocol):
 class JoinRequest:
     """A connection asking to join channel ``name``, waiting for the backplane's decision."""
 
-    __slots__ = ("greeting", "name", "options", "outbox", "session")
+    __slots__ = ("can_send", "greeting", "name", "options", "outbox", "session")
 
     def __init__(self, name: str, options: JoinOptions, outbox: Outbox, session: Session, greeting: bytes) -> None:
         self.name = name
@@ -73,6 +73,8 @@ class JoinRequest:
         self.session = session
         #: Bytes that must precede the self-join in the outbox (a handshake response).
         self.greeting = greeting
+        #: False once the host's ``authorize`` took away the right to send.
+        self.can_send = True
 
     def __repr__(self) -> str:
         return f"<JoinRequest {self.name!r}>"

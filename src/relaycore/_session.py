@@ -264,7 +264,8 @@ class ClientSession(HTTPDoorSide):
             self.echo = True
             return
         self.hub.admit_connection(self.client)
-        self.member = self.hub.join(channel, options, self.outbox, self, greeting)
+        attempt = self._attempt(channel, options, headers, "websocket")
+        self.member = self.hub.join(channel, options, self.outbox, self, greeting, attempt)
         if self.member is None:
             self.pending = True
 
@@ -350,6 +351,7 @@ class ClientSession(HTTPDoorSide):
         member = self.member
         if member is not None:
             self._count_close(CLOSE_ABNORMAL if code is None else code)
+            member.left = code
             self.hub.leave(member)
 
     def _count_close(self, code: int) -> None:

@@ -81,7 +81,8 @@ class Stream:
         session.namespace = hub.namespace(name)
         options = parse_options(query.encode() if isinstance(query, str) else query)
         hub.admit_connection(session.client)
-        member = hub.join(name, options, self.outbox, session)
+        attempt = session._attempt(name, options, headers, self.form.name)
+        member = hub.join(name, options, self.outbox, session, b"", attempt)
         session.member = member
         session.pending = member is None
 

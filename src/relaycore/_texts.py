@@ -24,6 +24,7 @@ __all__ = [
     "CLOSE_UNSUPPORTED",
     "CLUSTER_UNAVAILABLE",
     "INTERNAL_ERROR",
+    "INTERNAL_ERROR_TEXT",
     "INVALID_JSON",
     "INVALID_JSON_BODY",
     "JOIN_KEY_REQUIRED",
@@ -116,5 +117,7 @@ NOT_FOUND = "Not found."
 INVALID_JSON_BODY = "Invalid JSON body."
 BODY_TOO_LARGE = "Body too large."
 CLUSTER_UNAVAILABLE = "The cluster is unavailable; try again."
+#: A join the host's ``authorize`` hook failed to decide (it raised).
+INTERNAL_ERROR_TEXT = "Internal server error."
 #: ``/s/<token>`` of no member (never given, or its member has left).
 SESSION_NOT_FOUND = "Session not found."

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from relaycore import Config, Hub, Outbox
+from relaycore import Config, Hooks, Hub, Outbox
 
 from .._door import config_from_environment, door_hub, door_parts
+from .._host import HostCalls, fit_hooks
 from ._http import serve_http
 from ._link import Link, serve_websocket
 from ._scope import Receive, Scope, Send
@@ -23,11 +24,14 @@ from ._scope import Receive, Scope, Send
 __all__ = ["RelayApp", "app", "create_app"]
 
 
-class RelayApp:
+class RelayApp(HostCalls):
     """An ASGI 3 application serving one relay (see :mod:`transports.asgi`)."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, hooks: Hooks | None = None) -> None:
         self.hub = hub
+        fit_hooks(hub, hooks)
+        hub.spawn = self._spawn
+        self._loose = set()
         self._links: set[Link] = set()
         #: :meth:`flush`, bound once: every connection holds it (a bound method each would
         #: cost each idle connection its own object).
@@ -98,6 +102,7 @@ class RelayApp:
         self._cluster_running = True
         try:
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._housekeeping)
                 if self.backplane is not None:
                     await tg.start(self.backplane.run)
@@ -109,6 +114,7 @@ class RelayApp:
                             await self.backplane.drain(self.hub.config.server.shutdown_grace)
                     tg.cancel_scope.cancel()
         finally:
+            self._tasks = None
             self._cluster_running = False
 
     async def _housekeeping(self) -> None:
@@ -137,7 +143,7 @@ class RelayApp:
                 await link.done.wait()
 
 
-def create_app(config: Config | None = None, *, hub: Hub | None = None) -> RelayApp:
+def create_app(config: Config | None = None, *, hub: Hub | None = None, hooks: Hooks | None = None) -> RelayApp:
     """An ASGI app for a relay with ``config`` (or serving ``hub``, with the hub's config).
 
     A config that differs from the hub's raises :class:`relaycore.RelayUsageError`.
@@ -146,7 +152,7 @@ def create_app(config: Config | None = None, *, hub: Hub | None = None) -> Relay
     >>> create_app(Config()).hub.config.limits.max_message_bytes
     102400
     """
-    return RelayApp(door_hub(config, hub))
+    return RelayApp(door_hub(config, hub), hooks)
 
 
 class _LazyApp:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import anyio
 import anyio.abc
 
-from relaycore import Clock, Config, Hub, State, UidSource
+from relaycore import Clock, Config, Hooks, Hub, State, UidSource
 
 from .._door import door_hub, door_parts
+from .._host import HostCalls, fit_hooks
 from ..plugins import load_doors
 from . import _tls
 from ._listeners import Listener, address, bind, bind_unix
@@ -28,7 +29,7 @@ from ._poll import Polling
 __all__ = ["RelayServer"]
 
 
-class RelayServer(Polling):
+class RelayServer(Polling, HostCalls):
     """A relay listening on TCP (IPv4 and/or IPv6), driven by anyio.
 
     Pass a ``config``, or a ``hub`` (which brings its own config, clock and uids: passing
@@ -48,8 +49,12 @@ class RelayServer(Polling):
         clock: Clock | None = None,
         uids: UidSource | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         hub = door_hub(config, hub, clock=clock, uids=uids)
+        fit_hooks(hub, hooks)
+        hub.spawn = self._spawn
+        self._loose = set()
         #: The relay's configuration: the hub's (one source for limits, TLS and ports).
         self.config = hub.config
         self.hub = hub
@@ -75,6 +80,10 @@ class RelayServer(Polling):
         #: The TLS context every accepted connection is wrapped in (None: plain TCP).
         self.ssl_context = _tls.server_context(self.config.server, ssl_context)
 
+    def flush(self) -> None:
+        """Write what the core queued (call it after calling into the hub yourself)."""
+        self._flush()
+
     @property
     def port(self) -> int:
         """The port listened on (useful with port 0)."""
@@ -96,6 +105,7 @@ class RelayServer(Polling):
             for sock in self._listeners:
                 self._selector.register(sock, READ, Listener(sock))
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._poll)
                 tg.start_soon(self._tick)
                 if self.backplane is not None:
@@ -112,6 +122,7 @@ class RelayServer(Polling):
                     await self.backplane.drain(self.config.server.shutdown_grace)
                 tg.cancel_scope.cancel()
         finally:
+            self._tasks = None
             for peer in list(self._peers):
                 self._close(peer)
             self._close_listeners()
