@@ -73,6 +73,13 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ping_timeout: float = 30.0
     close_timeout: float = 10.0
     handshake_timeout: float = 10.0
+    #: ``SO_SNDBUF`` of each accepted TCP socket (the native server): the kernel's share of
+    #: what one slow reader may be owed, beside ``outbound_buffer_bytes``; 0: the system's own.
+    socket_send_buffer_bytes: int = 131_072
+
+    def __post_init__(self) -> None:
+        if self.socket_send_buffer_bytes < 0:
+            raise ValueError("`limits.socket_send_buffer_bytes` must be 0 (the system's own) or more")
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

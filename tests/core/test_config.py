@@ -118,6 +118,14 @@ def test_non_positive_limit_is_an_error_naming_the_key(key: str, value: str) -> 
     assert key in str(info.value)
 
 
+def test_the_socket_send_buffer_may_be_0_but_not_negative() -> None:
+    assert Config().limits.socket_send_buffer_bytes == 128 * 1024
+    cfg = Config.from_toml(b"", env={"RELAYCORE_LIMITS_SOCKET_SEND_BUFFER_BYTES": "0"})
+    assert cfg.limits.socket_send_buffer_bytes == 0  # the system's own
+    with pytest.raises(ConfigError, match="socket_send_buffer_bytes"):
+        Config.from_toml(b"[limits]\nsocket_send_buffer_bytes = -1\n", env={})
+
+
 def test_port_out_of_range_is_an_error() -> None:
     with pytest.raises(ConfigError) as info:
         Config.from_toml(b"[server]\nport = 70000\n", env={})

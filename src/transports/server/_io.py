@@ -12,8 +12,14 @@ pipelined HTTP answer unwritten), its socket is not read at all; once the outbox
 
 Ending: once the core is done, what is left is written, then the socket closes
 (``DRAINING``); after a refused plain HTTP request it is half-closed first, so that the
-client reads the answer (``LINGER``). An exception while reading or writing one socket
-closes that socket and is logged: it never reaches the server's loop.
+client reads the answer (``LINGER``). A socket is closed once the kernel has *sent*
+everything, not merely taken it (``SENDING``, on Linux): a socket closed with bytes that
+the peer's closed window holds back would stay in the kernel, with its buffer, for as long
+as the kernel keeps trying. Every ending has a deadline, ``close_timeout`` after it began;
+a close frame of ours left unanswered for ``close_timeout`` is one too. A socket still
+owed bytes at its deadline is aborted (a reset), which frees at once what the kernel held
+for it. An exception while reading or writing one socket closes that socket and is
+logged: it never reaches the server's loop.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from relaycore import Config, Connection, Hub, Outbox, State
 
 from .._door import connection_fields, log_ended, log_refused
 from . import _tls
-from ._peers import READ, READ_SIZE, WRITE, Peer, Phase
+from ._peers import ABORT, READ, READ_SIZE, WRITE, Peer, Phase, unsent
 
 __all__ = ["PeerIO"]
 
@@ -227,8 +233,13 @@ class PeerIO:
 
     # -- ending --------------------------------------------------------------------------
 
-    def _end(self, peer: Peer) -> None:
-        """The core is done with this connection: write what is left, then close."""
+    def _end(self, peer: Peer, *, unanswered: bool = False) -> None:
+        """The core is done with this connection: write what is left, then close.
+
+        ``unanswered``: the core gave up waiting for the answer to its close frame
+        (``close_timeout``). A peer that has not even been sent everything up to that
+        frame will not answer: its socket is aborted.
+        """
         if peer.phase is not Phase.OPEN:
             return
         conn = peer.conn
@@ -240,7 +251,9 @@ class PeerIO:
             log_ended(log, conn.session, conn.problem, code=conn.close_code)
         peer.phase = Phase.DRAINING
         peer.deadline = self.hub.clock.monotonic() + self.config.limits.close_timeout
-        if not conn.outbox and not peer.writing:
+        if unanswered and self._owed(peer):
+            self._close(peer, abort=True)
+        elif not conn.outbox and not peer.writing:
             self._finish(peer)
         # Otherwise the flush (or writability) sends the rest and calls _finish.
 
@@ -248,8 +261,14 @@ class PeerIO:
         if peer.tls is not None and not peer.dead:
             _tls.goodbye(peer)
         linger = peer.conn.linger
-        if not linger or peer.dead:
+        if peer.dead:
             self._close(peer)
+            return
+        if not linger:
+            if unsent(peer.sock):
+                peer.phase = Phase.SENDING  # the timer task closes it once sent (or aborts it)
+            else:
+                self._close(peer)
             return
         # A refused HTTP request may have unread input (a body we did not want); closing
         # now could reset the connection before the client read our answer. Half-close
@@ -262,8 +281,17 @@ class PeerIO:
         peer.phase = Phase.LINGER
         peer.deadline = self.hub.clock.monotonic() + linger
 
-    def _close(self, peer: Peer) -> None:
-        """Forget the socket and close it (idempotent)."""
+    def _owed(self, peer: Peer) -> bool:
+        """Whether the peer has not been sent everything written for it, by us or the kernel."""
+        return bool(peer.conn.outbox or peer.cipher) or unsent(peer.sock) > 0
+
+    def _expire(self, peer: Peer) -> None:
+        """An ending's deadline passed: close, aborting a socket still owed bytes."""
+        self._close(peer, abort=not peer.dead and self._owed(peer))
+
+    def _close(self, peer: Peer, *, abort: bool = False) -> None:
+        """Forget the socket and close it (idempotent); ``abort``: with a reset, dropping
+        whatever the kernel still held for the peer."""
         if peer not in self._peers:
             return
         self._peers.discard(peer)
@@ -275,6 +303,9 @@ class PeerIO:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(peer.sock)
         peer.events = 0
+        if abort:
+            with contextlib.suppress(OSError):
+                peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, ABORT)
         peer.sock.close()
         if self._accept_paused_until and self._starved_since is not None:
             self._resume_accepting()  # a descriptor just came free

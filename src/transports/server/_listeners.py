@@ -215,6 +215,11 @@ class Accepting(PeerIO):
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            send_buffer = self.config.limits.socket_send_buffer_bytes
+            if send_buffer:
+                # Fixed, not grown by the kernel's autotuning (megabytes for a reader that
+                # stopped): what a slow reader may be owed is this plus its outbox.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         peer = Peer(sock, Connection(self.hub, client=client, routes=self.routes))
         peer.conn.outbox.peer = peer
         peer.conn.outbox.door = self

@@ -22,7 +22,7 @@ from relaycore import RelayUsageError, State
 
 from .._door import running_asyncio_loop
 from ._listeners import Accepting, Listener
-from ._peers import READ, WRITE, Phase
+from ._peers import READ, WRITE, Phase, unsent
 
 __all__ = ["Polling"]
 
@@ -93,7 +93,9 @@ class Polling(Accepting):
         """The timer task: keepalive pings, dead peers, handshake and close timeouts.
 
         The core decides (``Connection.tick``); this loop calls it when a connection's
-        deadline has passed, and closes sockets the core is done with.
+        deadline has passed, and closes sockets the core is done with: those whose ending
+        took too long (aborted if still owed bytes), and those whose last bytes the kernel
+        has sent.
         """
         limits = self.config.limits
         period = max(0.02, min(1.0, limits.ping_interval, limits.ping_timeout, limits.close_timeout) / 4)
@@ -106,14 +108,17 @@ class Polling(Accepting):
                     conn = peer.conn
                     if conn.deadline <= now:
                         try:
+                            closing = conn.state is State.CLOSING
                             conn.tick(now)
                             if conn.state is State.CLOSED:
-                                self._end(peer)
+                                self._end(peer, unanswered=closing)
                             else:
                                 self._follow(peer)
                         except Exception:  # a bug must cost one connection, never the server
                             self._failed(peer)
                 elif peer.deadline <= now:
+                    self._expire(peer)
+                elif peer.phase is Phase.SENDING and not unsent(peer.sock):
                     self._close(peer)
             if self._accept_paused_until and now >= self._accept_paused_until:
                 self._resume_accepting()

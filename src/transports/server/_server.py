@@ -124,7 +124,7 @@ class RelayServer(Polling, HostCalls):
         finally:
             self._tasks = None
             for peer in list(self._peers):
-                self._close(peer)
+                self._expire(peer)
             self._close_listeners()
             self._selector.close()
             self._selector = None
