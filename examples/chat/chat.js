@@ -1,16 +1,21 @@
-// A chat on one relaycore channel, on the browser's own WebSocket.
+// A chat on one relaycore channel, through the relay's browser client (/client.js, see
+// docs/browser-client.md): a WebSocket where one gets through, Server-Sent Events or
+// long-poll where not, with the itty-sockets client's API.
 //
-// It speaks the relay protocol (docs/protocol.md) directly. The page joins
-// <relay>/c/<room>?alias=<name>&announce&list: `announce` puts us in the others' lists
-// and makes our joins and leaves carry our uid, `list` makes the first frame (the
-// self-join) carry our uid and the announced members. From then on:
-//   {"type":"join"|"leave", uid?, alias?, total}  someone came or went: the list and a line
-//   {"type":"error", message}                     shown as an error line
-//   {uid, alias?, date, message}                  a relayed message (no "type" of its own);
-//                                                 chat lines are {"type":"chat","text":...}
-// A broadcast is the payload's JSON alone; a direct message is "\x1f<uid>\x1f<JSON>". The
-// relay's envelope is the same for both, so a direct payload also says whom it is for
-// ("to": <uid>), which is how the recipient tells a DM from a broadcast.
+// The page loads the client from the relay it talks to, and joins
+// <relay>/c/<room>?alias=<name>&announce=true&list=true: `announce` puts us in the others'
+// lists and makes our joins and leaves carry our uid, `list` makes the first event (the
+// self-join) carry our uid and the announced members. From then on, the client's events:
+//   'join', 'leave'  {type, uid?, alias?, total}   someone came or went: the list and a line
+//   'error'          {type, message}               shown as an error line
+//   'message'        {uid, alias?, date, message}  a relayed message (the relay gave it no
+//                                                  type); chat lines are {"type":"chat","text":...}
+// The client also hands a relayed message whose payload has a type to the listeners of that
+// type, so a payload {"type":"join"} reaches the 'join' listeners too: those carry the
+// payload in `message` (an object), which the relay's own events never do, and are skipped.
+// A broadcast is .send(payload), a direct message .send(payload, uid). The relay's envelope
+// is the same for both, so a direct payload also says whom it is for ("to": <uid>), which
+// is how the recipient tells a DM from a broadcast.
 //
 // Every piece of user text reaches the page through textContent, never as HTML.
 
@@ -24,25 +29,30 @@ const ui = Object.fromEntries(
     'send-form', 'target-label', 'target-clear', 'text'].map((id) => [id, document.getElementById(id)]),
 )
 
-let socket = null // the current WebSocket, or null
+let channel = null // the client's channel while joining or joined, or null
+let client = null // the import of the relay's /client.js, once asked for
 let me = null // my uid, from the self-join event; null until joined
 let total = 0 // connections in the channel, announced or not, me included
 let target = null // the uid a message goes to directly, or null for everyone
 const members = new Map() // uid -> alias ('' when none) of the announced members, in join order
+const WAYS = { websocket: 'a WebSocket', sse: 'Server-Sent Events', poll: 'long-poll' }
 
-// ?relay= (ws://host:port, or http(s)://, which means the same) or, by default, the server
-// that served this page.
+// ?relay= (http(s)://host:port, or ws(s)://, which means the same) or, by default, the
+// server that served this page.
 function relayBase (given) {
-  if (given) return given.trim().replace(/^http/i, 'ws').replace(/\/+$/, '')
+  if (given) return given.trim().replace(/^ws/i, 'http').replace(/\/+$/, '')
   if (!location.host) return null // opened as a file: there is no server to ask
-  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`
+  return location.origin
 }
 
-function channelUrl (alias) {
+function channelUrl () {
   const path = encodeURIComponent(room).replace(/%2F/gi, '/').replace(/%3A/gi, ':')
-  const query = new URLSearchParams({ alias })
-  for (const [name, value] of Object.entries(keys)) if (value) query.set(name, value)
-  return `${relay}/c/${path}?${query}&announce&list`
+  return `${relay}/c/${path}`
+}
+
+// A relayed message that reached a 'join', 'leave' or 'error' listener by its payload's type.
+function relayedLookalike (event) {
+  return typeof event.message === 'object' && event.message !== null
 }
 
 // ---- state of the page ----------------------------------------------------------------
@@ -57,26 +67,41 @@ function setState (state, status) {
   if (joined) ui.room.hidden = false
 }
 
-function join (alias) {
+async function join (alias) {
   me = null
   members.clear()
   setTarget(null)
   setState('connecting', `Connecting to ${relay}…`)
-  const ws = new WebSocket(channelUrl(alias))
-  socket = ws
-  ws.addEventListener('message', (event) => { if (ws === socket) receive(event.data) })
-  ws.addEventListener('close', (event) => { if (ws === socket) closed(event) })
+  let connect
+  try {
+    ({ connect } = await (client ??= import(`${relay}/client.js`)))
+  } catch {
+    client = null
+    setState('closed', `Could not load the client from ${relay}/client.js.`)
+    return
+  }
+  const options = { alias, announce: true, list: true }
+  for (const [name, value] of Object.entries(keys)) if (value) options[name] = value
+  const current = channel = connect(channelUrl(), options)
+  const mine = (handler) => (event) => { if (channel === current) handler(event) }
+  current
+    .on('join', mine((event) => relayedLookalike(event) || (event.self ? joinedSelf(event) : joined(event))))
+    .on('leave', mine((event) => relayedLookalike(event) || left(event)))
+    .on('error', mine((event) => relayedLookalike(event) || line('error', `Error: ${event.message}`)))
+    .on('message', mine(relayed))
+    .on('close', mine(closed))
 }
 
 function closed (event) {
   const wasIn = me !== null
-  socket = null
+  channel = null
   me = null
   members.clear()
   setTarget(null)
   renderMembers()
   let status
-  if (!wasIn) status = `Could not join: the relay at ${relay} refused the connection or is unreachable.`
+  const why = event.reason || `the relay at ${relay} refused the connection or is unreachable`
+  if (!wasIn) status = `Could not join: ${why}.`
   else if (event.code === 1000) status = 'You left the room.'
   else status = `Disconnected (code ${event.code}${event.reason ? `: ${event.reason}` : ''}).`
   if (wasIn) line('system', status)
@@ -84,22 +109,7 @@ function closed (event) {
   ui.alias.focus()
 }
 
-// ---- frames from the relay ------------------------------------------------------------
-
-function receive (data) {
-  let frame
-  try {
-    frame = JSON.parse(data)
-  } catch {
-    return line('error', 'Error: the relay sent a frame that is not JSON.')
-  }
-  switch (frame.type) {
-    case 'join': return frame.self ? joinedSelf(frame) : joined(frame)
-    case 'leave': return left(frame)
-    case 'error': return line('error', `Error: ${frame.message}`)
-    default: if ('message' in frame) relayed(frame)
-  }
-}
+// ---- events from the relay ------------------------------------------------------------
 
 function joinedSelf (frame) {
   me = frame.uid
@@ -107,7 +117,8 @@ function joinedSelf (frame) {
   for (const user of frame.users || []) members.set(user.uid, user.alias || '')
   if (!members.has(me)) members.set(me, frame.alias || '')
   renderMembers()
-  setState('joined', `In room ${room} as ${frame.alias || me}.`)
+  document.body.dataset.transport = channel.transport
+  setState('joined', `In room ${room} as ${frame.alias || me} (over ${WAYS[channel.transport]}).`)
   const others = total - 1
   line('system', `You joined ${room}. ${others === 0 ? 'Nobody else is here yet.' : `${others} other${others === 1 ? ' is' : 's are'} here.`}`)
   ui.text.focus()
@@ -143,13 +154,12 @@ function relayed (frame) {
 // ---- sending --------------------------------------------------------------------------
 
 function send (text) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return
+  if (!channel || me === null) return
   if (target) {
-    const payload = JSON.stringify({ type: 'chat', text, to: target })
-    socket.send(`\x1f${target}\x1f${payload}`)
+    channel.send({ type: 'chat', text, to: target }, target)
     say({ from: 'you', text, date: Date.now(), direct: true, to: nameOf(target) })
   } else {
-    socket.send(JSON.stringify({ type: 'chat', text }))
+    channel.send({ type: 'chat', text })
     say({ from: 'you', text, date: Date.now(), mine: true })
   }
 }
@@ -267,8 +277,10 @@ ui['target-clear'].addEventListener('click', () => {
   ui.text.focus()
 })
 
-ui.leave.addEventListener('click', () => socket && socket.close(1000))
+ui.leave.addEventListener('click', () => channel && channel.close())
 
+// Until here, a name submitted would reload the page instead of joining.
+document.body.dataset.state = 'idle'
 if (relay) {
   ui.alias.focus()
 } else {

@@ -12,8 +12,8 @@ door needs the same few things, and gets each of them here:
   without sniffio, so each door can take its loop's own fast primitives;
 - **the hub it serves**: :func:`door_hub`, which holds the one config-vs-hub rule, makes a
   cluster node when ``[cluster] redis_url`` is set; :func:`door_parts` fits the hub out
-  with the Redis driver, the extra routes (:class:`DoorRoutes`: ``/metrics``, static
-  files) and the metrics, the same way for every door;
+  with the Redis driver, the extra routes (:class:`DoorRoutes`: ``/client.js``,
+  ``/metrics``, static files) and the metrics, the same way for every door;
 - **the log lines** about one client (upgrade refused, connection ended) and their
   structured fields (:func:`connection_fields`): never a key, a channel name or content.
 """
@@ -45,6 +45,7 @@ from relaycore import (
     UidSource,
 )
 
+from ._browser import ClientScript
 from .static import StaticFiles
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class DoorParts(NamedTuple):
 
     #: The cluster driver, when the hub is a cluster node (None: one process).
     backplane: RedisBackplane | None
-    #: The paths served beside the relay's own: ``/metrics``, static files (None: neither).
+    #: The paths served beside the relay's own: ``/client.js``, ``/metrics``, static files.
     routes: DoorRoutes | None
     #: The ``/metrics`` endpoint and its registry, when ``[metrics] enabled``.
     metrics: Metrics | None
@@ -204,7 +205,7 @@ def door_parts(hub: Hub, flush: Callable[[], None]) -> DoorParts:
         hub.http.tokens = secure_token  # the HTTP door's tokens (the core has no randomness)
     backplane = _driver(hub, flush)
     routes = _routes(hub, backplane)
-    return DoorParts(backplane, routes, None if routes is None else routes.metrics)
+    return DoorParts(backplane, routes, routes.metrics)
 
 
 def _driver(hub: Hub, flush: Callable[[], None]) -> RedisBackplane | None:
@@ -223,20 +224,24 @@ METRICS_PATH = b"/metrics"
 
 
 class DoorRoutes:
-    """The HTTP paths the doors add to the relay's own: ``/metrics`` (when enabled), then the
-    static files (when configured). The session asks them last (:data:`relaycore.Routes`).
+    """The HTTP paths the doors add to the relay's own: ``/client.js`` (the browser client),
+    ``/metrics`` (when enabled), then the static files (when configured). The session asks
+    them last (:data:`relaycore.Routes`).
 
-    ``/metrics`` is the relay's own path even when metrics are off: it never names a
-    static file.
+    ``/client.js`` and ``/metrics`` are the relay's own paths (``/metrics`` even when
+    metrics are off): they never name a static file.
     """
 
-    __slots__ = ("metrics", "static")
+    __slots__ = ("client", "metrics", "static")
 
-    def __init__(self, metrics: Metrics | None, static: StaticFiles | None) -> None:
+    def __init__(self, metrics: Metrics | None, static: StaticFiles | None, client: ClientScript | None = None) -> None:
         self.metrics = metrics
         self.static = static
+        self.client = client
 
     def __call__(self, method: bytes, path: bytes, headers: Headers) -> Answer | None:
+        if self.client is not None and self.client.owns(path):
+            return self.client.answer(method, headers)
         if path == METRICS_PATH or (b"%" in path and unquote_to_bytes(path) == METRICS_PATH):
             return None if self.metrics is None else self.metrics.answer(method, headers)
         if self.static is None:
@@ -244,8 +249,8 @@ class DoorRoutes:
         return self.static.answer(method, path)
 
 
-def _routes(hub: Hub, backplane: RedisBackplane | None) -> DoorRoutes | None:
-    """The routes ``hub.config`` asks for (None: neither metrics nor static files)."""
+def _routes(hub: Hub, backplane: RedisBackplane | None) -> DoorRoutes:
+    """The routes ``hub.config`` asks for, and the browser client."""
     config = hub.config
     metrics = None
     if config.metrics.enabled:
@@ -253,9 +258,7 @@ def _routes(hub: Hub, backplane: RedisBackplane | None) -> DoorRoutes | None:
 
         metrics = Metrics(hub, token=config.metrics.token, backplane=backplane)
     static = StaticFiles(config.server.static_dir) if config.server.static_dir else None
-    if metrics is None and static is None:
-        return None
-    return DoorRoutes(metrics, static)
+    return DoorRoutes(metrics, static, ClientScript(hub))
 
 
 # -- log lines -----------------------------------------------------------------------------

@@ -18,7 +18,8 @@ passed. So this module builds ONE wheel of the project and one fresh environment
 | ``pytest`` | ``relaycore pytest`` | a user's test file using the plugin's fixtures passes |
 
 Each exchange is ``exchange_client.py`` (relaycore's own client, which a plain install
-has) run by the environment's own python. Every test is marked ``install``, which the
+has) run by the environment's own python. The plain relay also serves the browser client
+(``GET /client.js``), which must be in the wheel. Every test is marked ``install``, which the
 default ``pytest`` run deselects (pyproject's ``addopts``); run them with::
 
     pytest -m install tests/install
@@ -139,6 +140,9 @@ def test_plain_native_server(environments: dict[str, Venv | Exception], tmp_path
     port = free_port()
     with serving("relaycore-serve", [env.bin("relaycore"), "serve", "--port", str(port)], env, tmp_path, port) as relay:
         check_exchange(env, tmp_path, relay)
+        # The browser client is in the wheel, and served from there.
+        status, body = http_get(f"{relay.url}/client.js")
+        assert status == 200 and "export function connect" in body, f"GET /client.js: {status}\n{relay.report()}"
 
 
 def test_plain_trio_backend_says_it_needs_trio(environments: dict[str, Venv | Exception], tmp_path: Path) -> None:

@@ -113,9 +113,13 @@ def test_door_hub_takes_a_hub_with_its_own_config_clock_and_uids() -> None:
         door_hub(hub=hub, uids=secure_uids)
 
 
-def test_a_plain_hub_has_no_parts() -> None:
+def test_a_plain_hub_has_only_the_browser_client() -> None:
     parts = door_parts(hub_for(), lambda: None)
-    assert (parts.backplane, parts.routes, parts.metrics) == (None, None, None)
+    assert (parts.backplane, parts.metrics) == (None, None)
+    assert parts.routes is not None and (parts.routes.metrics, parts.routes.static) == (None, None)
+    assert parts.routes(b"GET", b"/other", []) is None
+    script = parts.routes(b"GET", b"/client.js", [])
+    assert script is not None and script.status == 200
 
 
 def test_a_cluster_node_gets_its_redis_driver() -> None:
