@@ -42,11 +42,13 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 @pytest.fixture
 async def server(server_context: ssl.SSLContext) -> AsyncIterator[RelayServer]:
-    """A relay serving TLS only, with a short handshake timeout and a 256 KiB outbox."""
+    """A relay serving TLS only, with a short handshake timeout and a 256 KiB outbox (and a
+    long close timeout: a slow consumer reads its close frame only after a whole broadcast)."""
     config = make_config(
         """
 [limits]
 handshake_timeout = 1.0
+close_timeout = 60.0
 outbound_buffer_bytes = 262144
 messages_per_second = 100000.0
 messages_burst = 100000
