@@ -422,8 +422,10 @@ async def test_the_queue_is_bounded_and_reading_resumes() -> None:
 
 
 async def test_a_client_that_never_reads_meets_the_relays_slow_consumer_bound() -> None:
+    # close_timeout: the slow client reads its close frame only after the whole broadcast.
     config = make_config(
-        "[limits]\noutbound_buffer_bytes = 65536\nmessages_per_second = 100000.0\nmessages_burst = 100000"
+        "[limits]\noutbound_buffer_bytes = 65536\nmessages_per_second = 100000.0\nmessages_burst = 100000\n"
+        "close_timeout = 60.0"
     )
     chunk = "y" * 10_000
     with anyio.fail_after(30):
