@@ -108,7 +108,8 @@ async def test_reuse_port_lets_servers_share_a_port() -> None:
 
 def test_its_parts_are_there_only_when_configured() -> None:
     plain = RelayServer(make_config())
-    assert (plain.backplane, plain.routes, plain.metrics, plain.ssl_context) == (None, None, None, None)
+    assert (plain.backplane, plain.metrics, plain.ssl_context) == (None, None, None)
+    assert plain.routes is not None and plain.routes.static is None  # /client.js only
     assert plain.config is plain.hub.config
     measured = RelayServer(make_config("[metrics]\nenabled = true\n"))
     assert measured.metrics is not None and measured.routes is not None and measured.backplane is None
