@@ -21,6 +21,7 @@ from ._limits import FORWARDED_HEADERS, TrustedProxies
 from ._origins import Origins
 
 __all__ = [
+    "CompressionConfig",
     "Config",
     "ConfigError",
     "HTTPConfig",
@@ -80,6 +81,23 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.socket_send_buffer_bytes < 0:
             raise ValueError("`limits.socket_send_buffer_bytes` must be 0 (the system's own) or more")
+
+
+class CompressionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[compression]``: permessage-deflate on the native server's WebSockets (docs/protocol.md)."""
+
+    #: Accept a client's permessage-deflate offer (every browser makes one).
+    enabled: bool = True
+    #: The smallest message compressed, in bytes (its JSON); smaller ones go as they are.
+    threshold_bytes: int = 512
+    #: The zlib level: 1 is the fastest, 9 the smallest output.
+    level: int = 6
+
+    def __post_init__(self) -> None:
+        if self.threshold_bytes < 0:
+            raise ValueError("`compression.threshold_bytes` must be 0 or more")
+        if not 1 <= self.level <= 9:
+            raise ValueError("`compression.level` must be between 1 and 9")
 
 
 class ClusterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -156,6 +174,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    compression: CompressionConfig = msgspec.field(default_factory=CompressionConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
@@ -236,6 +255,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     sections = {
         "SERVER": ServerConfig,
         "LIMITS": LimitsConfig,
+        "COMPRESSION": CompressionConfig,
         "CLUSTER": ClusterConfig,
         "METRICS": MetricsConfig,
         "PRESENCE": PresenceConfig,

@@ -44,6 +44,7 @@ from ._connection_http import MAX_HEADER_BYTES, HTTPSide
 from ._connection_state import ANSWERING, CLOSED, HTTP, STREAMING, WAITING, WEBSOCKET, Phase, State
 from ._connection_stream import StreamSide
 from ._connection_ws import WebSocketSide
+from ._deflate import inflating
 from ._fastpath import FrameScanner, take_text_frames
 from ._hub import Hub
 from ._session import ClientSession
@@ -323,7 +324,7 @@ class Connection(HTTPSide, WebSocketSide, StreamSide):
         self._body = bytearray()
         self._move(Phase.WEBSOCKET_ECHO if self.session.echo else Phase.WEBSOCKET)
         self.deadline = self._next_ping = self.hub.clock.monotonic() + self._ping_interval
-        self._ws = FrameConnection(ConnectionType.SERVER)
+        self._ws = FrameConnection(ConnectionType.SERVER, inflating(self.outbox.form, self.session))
         self._scanner = FrameScanner()
         if trailing:
             self._receive_ws(trailing)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,9 @@ import h11
 
 from ._connection_state import ConnectionBase, Phase
 from ._connection_stream import stream_head
+from ._deflate import negotiate
 from ._errors import HTTPError
-from ._session_seams import Answer
+from ._session_seams import Answer, Headers
 
 __all__ = ["MAX_HEADER_BYTES", "HTTPSide", "greeting"]
 
@@ -109,7 +111,7 @@ class HTTPSide(ConnectionBase):
             request.headers,
             bytes(self._body),
             upgrade=upgrade,
-            handshake=greeting,
+            handshake=self._handshake(request.headers),
             respond=stream_head,
         )
         if answer is None:
@@ -125,6 +127,19 @@ class HTTPSide(ConnectionBase):
             return
         self._respond(answer)
         self._next_cycle()
+
+    def _handshake(self, headers: Headers) -> Callable[[bytes], bytes]:
+        """The 101 for an upgrade with ``headers``: with permessage-deflate when the client
+        offers it (:mod:`relaycore._deflate`), the outbox then carrying the deflate form."""
+        accepted = negotiate(headers, self.hub.config.compression)
+        if accepted is None:
+            return greeting
+
+        def deflating(key: bytes) -> bytes:
+            self.outbox = self.session.outbox = accepted.outbox(self.hub, self.outbox)
+            return greeting(key, accepted.answer)
+
+        return deflating
 
     def _respond(self, answer: Answer, *, close: bool = False) -> None:
         headers, extra = answer.headers[:1], answer.headers[1:]
@@ -186,13 +201,16 @@ def _head_size(request: h11.Request) -> int:
     return len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
-def greeting(key: bytes) -> bytes:
-    """The 101 response to an upgrade whose (validated) Sec-WebSocket-Key is ``key``.
+def greeting(key: bytes, extensions: bytes = b"") -> bytes:
+    """The 101 response to an upgrade whose (validated) Sec-WebSocket-Key is ``key``, with
+    the ``extensions`` it accepted (a Sec-WebSocket-Extensions value; b"": none).
 
     Written by hand rather than through h11: the session may still refuse the join (403,
     429), and h11 must then still be able to send that answer instead.
     """
     accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    if extensions:
+        accept += b"\r\nSec-WebSocket-Extensions: " + extensions
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,3 +300,37 @@ def open_ws(hub: Hub, target: str, client: str = "1.2.3.4") -> tuple[Peer, dict[
     hello = frames[0].json()
     assert hello["type"] == "join" and hello["self"] is True, hello
     return peer, hello
+
+
+# -- permessage-deflate ------------------------------------------------------------------
+
+
+def deflated(payload: bytes, *, bits: int = 15) -> bytes:
+    """``payload`` compressed as a client with permessage-deflate sends it (RFC 7692, 7.2.1):
+    its own raw DEFLATE stream, the sync flush's last four bytes left off."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    return (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def compressed_text(payload: bytes, *, fin: bool = True) -> bytes:
+    """A text frame carrying ``payload`` compressed (RSV1 set)."""
+    return client_frame(OP_TEXT, deflated(payload), fin=fin, rsv=4)
+
+
+def parse_deflate_frames(data: bytes, *, bits: int = 15) -> list[tuple[bool, Frame]]:
+    """Split server bytes into frames as a client with permessage-deflate reads them: each
+    frame with whether it came compressed (RSV1), its payload inflated if so (RFC 7692, 7.2.2)."""
+    frames: list[tuple[bool, Frame]] = []
+    pos = 0
+    while pos < len(data):
+        size = head_size(data[pos + 1])
+        compressed = bool(data[pos] & 0x40)
+        fin, opcode, n, _ = read_head(bytes([data[pos] & ~0x40]) + data[pos + 1 : pos + size])
+        pos += size
+        assert pos + n <= len(data), "truncated frame"
+        payload = data[pos : pos + n]
+        if compressed:
+            payload = zlib.decompressobj(-bits).decompress(payload + b"\x00\x00\xff\xff")
+        frames.append((compressed, Frame(fin, opcode, payload)))
+        pos += n
+    return frames

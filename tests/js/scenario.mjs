@@ -30,11 +30,16 @@ const httpBase = base.replace(/^ws/, 'http')
 // listens (bare `ws` throws an unhandled 'error'). Handshake errors are recorded per URL.
 
 const socketErrors = []
+// The extensions each socket negotiated (`ws` offers permessage-deflate, as browsers do); with
+// EXPECT_EXTENSION set, every socket must have negotiated that one.
+const negotiated = []
+const expectedExtension = process.env.EXPECT_EXTENSION ?? ''
 
 class BrowserLikeWebSocket extends WebSocket {
   constructor(url, protocols) {
     super(url, protocols)
     this.on('error', (err) => socketErrors.push({ url: String(url), message: String(err?.message ?? err) }))
+    this.on('open', () => negotiated.push(this.extensions))
   }
 
   send(data) {
@@ -211,6 +216,14 @@ async function main() {
     check(eventFrom(x, 'message', (e) => e.text === 'hello'), `${x.name}: 'message' listener must also fire for a relayed message`)
   }
   check(got.A.date === got.B.date && got.B.date === got.C.date, 'one message carries one date for every recipient (echo included)')
+  // A state message of a few KB: over the compression thresholds of both ends, when the
+  // extension was negotiated (each side then sends it compressed).
+  const board = { type: 'chat', text: 'board', rows: Array.from({ length: 60 }, (_, i) => ({ id: `p${i}`, x: i * 1.5, hp: i % 90 })) }
+  c.sock.send(board)
+  for (const x of [a, b]) {
+    const ev = await waitFor(() => eventFrom(x, 'chat', (e) => e.text === 'board'), `${x.name}: C's board`)
+    checkRelayed(ev, c, board, `${x.name} receiving C's board`)
+  }
 
   begin('no-echo')
   const fromBob = { type: 'chat', text: 'from bob' }
@@ -401,8 +414,14 @@ async function main() {
   checkEqual(a.seen.error.length, 1, 'A: exactly one error frame (the unknown uid)')
   check(d.frames.every((e) => e.type === 'join'), 'D (push only) receives at most its self-join')
 
+  if (expectedExtension) {
+    check(negotiated.length > 0, 'sockets opened')
+    for (const names of negotiated) checkEqual(names, expectedExtension, 'the extension every socket negotiated')
+  }
+
   clearTimeout(hardTimeout)
-  process.stdout.write(JSON.stringify({ ok: true, checks, steps, prefix }) + '\n')
+  const extensions = [...new Set(negotiated)]
+  process.stdout.write(JSON.stringify({ ok: true, checks, steps, prefix, extensions }) + '\n')
   process.exit(0)
 }
 

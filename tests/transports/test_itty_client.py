@@ -58,14 +58,15 @@ def _native(backend: str, scheme: str, tmp_path: Path) -> None:
         sys.executable, "-m", "transports", "serve",
         "--host", "127.0.0.1", "--port", "0", "--config", str(cfg), "--backend", backend,
     ]  # fmt: skip
-    env = None
+    # `ws` offers permessage-deflate, as browsers do: the native server accepts it for every socket.
+    env = {**_environment(), "EXPECT_EXTENSION": "permessage-deflate"}
     if scheme == "wss":
         # A throwaway CA: the relay gets a certificate from it, Node trusts it.
         ca = trustme.CA()
         pem = tmp_path / "relay.pem"
         ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
         ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        env = {**_environment(), "NODE_EXTRA_CA_CERTS": str(tmp_path / "ca.pem")}
+        env["NODE_EXTRA_CA_CERTS"] = str(tmp_path / "ca.pem")
         cmd += ["--certfile", str(pem)]
     with log.open("wb") as log_file:
         server = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=_environment())
