@@ -5,7 +5,9 @@ is written the way a Python developer would write it by hand: one asyncio
 handler per connection, stdlib ``json`` for validation and encoding, and
 ``websockets.asyncio.server.broadcast`` for fan-out.
 
-Run: ``python bench/ref_websockets.py --host 127.0.0.1 --port 8080``
+Run: ``python bench/ref_websockets.py --host 127.0.0.1 --port 8080``; with ``--compression
+deflate`` it negotiates permessage-deflate as python-websockets does by default (a compressor
+and a decompressor per connection, 12-bit windows), for the compression benchmark.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class Relay:
         broadcast([me.ws], encode(error))
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, compression: str | None = None) -> None:
     relay = Relay()
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,7 +203,7 @@ async def main(host: str, port: int) -> None:
         relay.handler,
         host,
         port,
-        compression=None,
+        compression=compression,
         process_request=relay.process_request,
         backlog=1024,
     ):
@@ -213,9 +215,10 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--compression", choices=("none", "deflate"), default="none")
     args = parser.parse_args()
     raise_nofile_limit()
-    asyncio.run(main(args.host, args.port))
+    asyncio.run(main(args.host, args.port, None if args.compression == "none" else args.compression))
 
 
 if __name__ == "__main__":
