@@ -79,8 +79,9 @@ class Access:
 
     >>> from relaycore import Config, NamespaceConfig
     >>> access = Access(Config(namespaces={"game": NamespaceConfig(send_key="s")}).namespaces)
-    >>> access.lookup("game:1"), access.lookup("chat")
-    (('game', NamespaceConfig(join_key=None, send_key='s')), ('', None))
+    >>> label, reservation = access.lookup("game:1")
+    >>> label, reservation.send_key, access.lookup("chat")
+    ('game', 's', ('', None))
     """
 
     __slots__ = ("_reservations", "_table")
