@@ -10,29 +10,22 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
 from doors import SCENARIO_CONFIG, require_node, run_scenario
-from redisproc import free_port
+from nginxproc import nginx, process
 
 from conftest import make_config
-from prerequisites import nginx_binary
 from relaycore.client import Accepted, ClientConnection, Refused, Text
 from transports.server import RelayServer
 
 pytestmark = pytest.mark.anyio
-
-STARTUP_TIMEOUT = 10.0
 
 
 class UnixMember:
@@ -122,79 +115,31 @@ async def test_a_refusal_reaches_a_unix_socket_client(anyio_backend: str, tmp_pa
 
 # -- behind nginx ---------------------------------------------------------------------------------
 
-NGINX_CONF = """\
-daemon off;
-user root;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://unix:{socket};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_read_timeout 90s;
-        }}
-    }}
-}}
-"""
-
-
-@contextmanager
-def process(command: list[str], log: Path, ready: object) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (output to ``log``) until ``ready()`` is true; stop it by pid after."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not ready():  # type: ignore[operator]
-            assert proc.poll() is None, f"{command[0]} exited:\n{log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"{command[0]} not ready:\n{log.read_text(errors='replace')}"
-            time.sleep(0.05)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+#: The ``location`` for a relay on a Unix socket, upgrades passed on, the client named.
+UDS_LOCATION = """\
+location / {{
+    proxy_pass http://unix:{socket};
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection $connection_upgrade;
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_read_timeout 90s;
+}}"""
+UPGRADE_MAP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 def test_the_itty_sockets_client_through_nginx_to_a_unix_socket(anyio_backend: str, tmp_path: Path) -> None:
-    nginx = nginx_binary()
     node = require_node()
     sock = tmp_path / "relay.sock"
     config = tmp_path / "relay.toml"
     config.write_text(SCENARIO_CONFIG + '\n[server]\ntrusted_proxies = ["unix"]\n')
     relay = [sys.executable, "-m", "transports", "serve", "--uds", str(sock), "--config", str(config)]
     relay += ["--backend", anyio_backend]
-    port = free_port()
-    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp_path, port=port, socket=sock))
     with (
         process(relay, tmp_path / "relay.log", sock.exists),
-        process(
-            [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-            tmp_path / "nginx.log",
-            lambda: listening(port),
-        ),
+        nginx(tmp_path, UDS_LOCATION.format(socket=sock), http=UPGRADE_MAP) as port,
     ):
         run_scenario(node, f"ws://127.0.0.1:{port}", "uds", None, lambda: (tmp_path / "relay.log").read_text())
         # The relay believes nginx (a trusted peer on its socket) about who the client is:
