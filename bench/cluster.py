@@ -1,6 +1,7 @@
 """Cluster benchmark: two relaycore nodes on one Redis against one node, same run.
 
     python bench/cluster.py [--n 200] [--duration 5] [--rounds 5] [--quick] [--json PATH]
+    python bench/cluster.py --scenario rooms [--pairs 1000] ...
 
 Starts one redis-server, then measures three setups in turn, each with fresh relay processes:
 
@@ -10,9 +11,11 @@ Starts one redis-server, then measures three setups in turn, each with fresh rel
 
 In each, ``load.py --scenario cluster`` runs bursty fan-out of 100-byte messages: the sender
 keeps ``--window`` messages unacknowledged, a message being acknowledged when it reaches a
-receiver on the far node (B; the last receiver on a single node). Over the measured window
-it reads the deliveries (counted by the receivers), the relays' and Redis's CPU seconds
-(/proc/<pid>/stat) and each node's ``cluster`` counters (``GET /health``).
+receiver on the far node (B; the last receiver on a single node). With ``--scenario rooms``,
+``load.py --scenario cluster-rooms`` runs many small rooms instead: ``--pairs`` two-member
+channels, one member of each on A and its partner on B (both on the single node), chatting.
+Over the measured window it reads the deliveries (counted by the receivers), the relays' and
+Redis's CPU seconds (/proc/<pid>/stat) and each node's ``cluster`` counters (``GET /health``).
 
 The figure to read is deliveries per relay CPU-second, and the ratio two nodes / one node
 (the medians over ``--rounds``). On a 2-core machine the relays share the first core (one
@@ -159,13 +162,19 @@ def run_setup(
         setup_timeout = 60 + args.n * args.n / 20_000
         # fmt: off
         cmd = [
-            sys.executable, str(BENCH_DIR / "load.py"), "--scenario", "cluster", "--host", HOST,
-            "--port", str(ports[0]), "--far-port", str(ports[-1]), "--n", str(args.n),
-            "--duration", str(args.duration), "--warmup", str(args.warmup), "--window", str(args.window),
+            sys.executable, str(BENCH_DIR / "load.py"), "--host", HOST,
+            "--port", str(ports[0]), "--far-port", str(ports[-1]),
+            "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--relay-pids", ",".join(pids), "--redis-pid", str(redis.pid), "--cpu", str(load_core),
             "--server-cpu", str(relay_core), "--setup-timeout", str(setup_timeout),
-            "--coalesce-cap", str(args.coalesce_cap),
         ]
+        if args.scenario == "rooms":
+            cmd += ["--scenario", "cluster-rooms", "--pairs", str(args.pairs)]
+        else:
+            cmd += [
+                "--scenario", "cluster", "--n", str(args.n), "--window", str(args.window),
+                "--coalesce-cap", str(args.coalesce_cap),
+            ]
         # fmt: on
         timeout = 2 * setup_timeout + args.warmup + args.duration + 60
         try:
@@ -337,7 +346,9 @@ def print_ratios(found: dict[str, float | None]) -> None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", default="fanout", choices=["fanout", "rooms"], help="one channel, or many pairs")
     p.add_argument("--n", type=int, default=200, help="receivers (split N/2 and N/2 over two nodes)")
+    p.add_argument("--pairs", type=int, default=1000, help="rooms: two-member channels (one member on each node)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per setup")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
     p.add_argument("--window", type=int, default=1024, help="messages in flight (acknowledged on the far node)")
@@ -351,7 +362,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--logs", default=str(BENCH_DIR / "results" / "cluster-logs"), help="relay and Redis logs")
     args = p.parse_args()
     if args.quick:
-        args.n, args.duration, args.warmup, args.rounds, args.retries = 20, 1.0, 0.2, 1, 0
+        args.n, args.pairs, args.duration, args.warmup, args.rounds, args.retries = 20, 20, 1.0, 0.2, 1, 0
     return args
 
 
@@ -380,9 +391,13 @@ def main() -> int:
         rounds = [measure_round(number, setups, args, redis, cores, logs) for number in range(1, args.rounds + 1)]
     finally:
         redis.stop()
+    if args.scenario == "rooms":
+        what = f"{args.pairs} two-member rooms, each split over the two nodes, chatting (100-byte messages)"
+    else:
+        what = f"fan-out of 100-byte messages to N={args.n} receivers, window {args.window}"
     print(
-        f"\nfan-out of 100-byte messages to N={args.n} receivers, {args.duration:g} s measured per setup,"
-        f" window {args.window}.\nThe relays share one core (a single node alone, or nodes A and B together);"
+        f"\n{what}, {args.duration:g} s measured per setup."
+        "\nThe relays share one core (a single node alone, or nodes A and B together);"
         " the load generator and Redis\nshare the other. Read deliveries per relay CPU-second: with three"
         " processes or more on two cores,\nthe CPU-second normalisation is what makes the setups comparable"
         " (wall-clock per s is beside it)."
@@ -391,7 +406,7 @@ def main() -> int:
         print(f"\nround {number}\n" + render(entry["rows"]))
         print_ratios(entry["ratios"])
     if args.quick:
-        print("\nquick run: it checks that everything runs and says nothing about the ratio (N=20, 1 s)")
+        print("\nquick run: it checks that everything runs and says nothing about the ratio (N=20, 20 pairs, 1 s)")
     summary = summarise(rounds)
     if len(rounds) > 1:
         per = summary["per_relay_cpu_s"]
@@ -399,7 +414,8 @@ def main() -> int:
         print("  " + ", ".join(f"{setup.label} {per[setup.key]:.0f}" for setup in setups if per.get(setup.key)))
         print_ratios(summary["ratios"])
     if args.json:
-        meta = {key: getattr(args, key) for key in ("quick", "n", "duration", "warmup", "window", "rounds", "backend")}
+        keys = ("quick", "scenario", "n", "pairs", "duration", "warmup", "window", "rounds", "backend")
+        meta = {key: getattr(args, key) for key in keys}
         meta.update(
             coalesce_cap=args.coalesce_cap,
             started=started,

@@ -5,9 +5,10 @@ a relay on 127.0.0.1 with the epoll client engine in ``wsclient.py``. Prints
 one JSON object with the figures on stdout; progress goes to stderr.
 
 Scenarios: ``fanout`` (bursty then paced), ``stalled`` (bursty with one member
-that never reads), ``latency``, ``channels``, ``connrate``, ``memory`` and
-``cluster`` (bursty fan-out with the receivers split over two relays, run by
-``cluster.py``). Example:
+that never reads), ``latency``, ``channels``, ``connrate``, ``memory``,
+``cluster`` (bursty fan-out with the receivers split over two relays) and
+``cluster-rooms`` (many two-member channels, each split over two relays), both
+run by ``cluster.py``. Example:
 ``python bench/load.py --port 8080 --scenario fanout --n 1000 --duration 5``
 """
 
@@ -489,6 +490,51 @@ def cluster_stats(host: str, ports: list[int]) -> list[dict[str, Any]]:
     return stats
 
 
+class RelayReadings:
+    """What the relays of a cluster run used over a measured window: the CPU of each relay
+    (``--relay-pids``, user and system, its waits and preemptions) and of Redis
+    (``--redis-pid``), the other processes' CPU, and each node's ``cluster`` counters from
+    ``GET /health`` (taken just outside the CPU readings)."""
+
+    def __init__(self, b: Bench, ports: list[int]) -> None:
+        args = b.args
+        self.args = args
+        self.ports = ports
+        self.relay_pids = [int(pid) for pid in args.relay_pids.split(",") if pid]
+        self.pids = [*self.relay_pids, *([args.redis_pid] if args.redis_pid else [])]
+        self.health0 = cluster_stats(args.host, ports)
+        self.cpu0, self.cores0 = cpu_seconds(self.pids), core_times()
+        self.detail0 = [proc_detail(pid) for pid in self.relay_pids]
+
+    def result(self, out: dict[str, Any]) -> None:
+        """Stop the readings and add them to ``out`` (which has ``window`` already)."""
+        args = self.args
+        cpu1, cores1 = cpu_seconds(self.pids), core_times()
+        detail1 = [proc_detail(pid) for pid in self.relay_pids]
+        out["cluster_stats"] = [
+            {key: value - before.get(key, 0) for key, value in after.items() if type(value) in (int, float)}
+            for before, after in zip(self.health0, cluster_stats(args.host, self.ports), strict=True)
+        ]
+        seconds = out["window"]["seconds"]
+        used = [after - before for before, after in zip(self.cpu0, cpu1, strict=True)]
+        out["relay_cpu_s"] = [round(u, 3) for u in used[: len(self.relay_pids)]]
+        out["redis_cpu_s"] = round(used[-1], 3) if args.redis_pid else None
+        # Where each relay's CPU went: user (Python) and system (mostly socket calls); wake-ups.
+        out["relay_detail"] = [
+            {
+                "user_s": round(a[0] - b[0], 3),
+                "system_s": round(a[1] - b[1], 3),
+                "waits": a[2] - b[2],
+                "preempted": a[3] - b[3],
+            }
+            for b, a in zip(self.detail0, detail1, strict=True)
+        ]
+        out["load_cpu_s"] = round(out["window"]["load_cpu"] * seconds, 3)
+        # CPU that processes outside the benchmark took (task time on every core, minus ours).
+        task = sum(cores1[c][1] - self.cores0[c][1] for c in cores1 if c in self.cores0) / CLK_TCK
+        out["other_cpu_s"] = round(max(0.0, task - sum(used) - out["load_cpu_s"]), 3)
+
+
 def cluster(b: Bench) -> dict[str, Any]:
     """Bursty fan-out with the receivers split over two relays of one cluster.
 
@@ -520,42 +566,13 @@ def cluster(b: Bench) -> dict[str, Any]:
         eng.coalesce = min(eng.coalesce, args.coalesce_cap)
 
     eng.run(lambda: False, args.warmup, hook)
-    relay_pids = [int(pid) for pid in args.relay_pids.split(",") if pid]
-    pids = [*relay_pids, *([args.redis_pid] if args.redis_pid else [])]
-    ports = [args.port] if far_port == args.port else [args.port, far_port]
-    health0 = cluster_stats(args.host, ports)
+    readings = RelayReadings(b, [args.port] if far_port == args.port else [args.port, far_port])
     win = Window(args, lambda: eng.delivered)
-    cpu0, cores0 = cpu_seconds(pids), core_times()
-    detail0 = [proc_detail(pid) for pid in relay_pids]
     near0, far0, sent0 = sum(r.data for r in near), sum(r.data for r in far), bursty.sent
     eng.run(lambda: False, args.duration, hook)
-    cpu1, cores1 = cpu_seconds(pids), core_times()
-    detail1 = [proc_detail(pid) for pid in relay_pids]
     out: dict[str, Any] = {"n": n, "near_n": n - far_n, "far_n": far_n, "size": size, "window_msgs": args.window}
     out["window"] = win.result()
-    # Counted over the window (taken just outside the CPU readings): records, bytes, ...
-    out["cluster_stats"] = [
-        {key: value - before.get(key, 0) for key, value in after.items() if type(value) in (int, float)}
-        for before, after in zip(health0, cluster_stats(args.host, ports), strict=True)
-    ]
-    seconds = out["window"]["seconds"]
-    used = [after - before for before, after in zip(cpu0, cpu1, strict=True)]
-    out["relay_cpu_s"] = [round(u, 3) for u in used[: len(relay_pids)]]
-    out["redis_cpu_s"] = round(used[-1], 3) if args.redis_pid else None
-    # Where each relay's CPU went: user (Python) and system (mostly socket calls); wake-ups.
-    out["relay_detail"] = [
-        {
-            "user_s": round(a[0] - b[0], 3),
-            "system_s": round(a[1] - b[1], 3),
-            "waits": a[2] - b[2],
-            "preempted": a[3] - b[3],
-        }
-        for b, a in zip(detail0, detail1, strict=True)
-    ]
-    out["load_cpu_s"] = round(out["window"]["load_cpu"] * seconds, 3)
-    # CPU that processes outside the benchmark took (task time on every core, minus ours).
-    task = sum(cores1[c][1] - cores0[c][1] for c in cores1 if c in cores0) / CLK_TCK
-    out["other_cpu_s"] = round(max(0.0, task - sum(used) - out["load_cpu_s"]), 3)
+    readings.result(out)
     out["deliveries"] = out["window"]["count"]
     out["near_deliveries"] = sum(r.data for r in near) - near0
     out["far_deliveries"] = sum(r.data for r in far) - far0
@@ -575,6 +592,54 @@ def cluster(b: Bench) -> dict[str, Any]:
     return out
 
 
+def cluster_rooms(b: Bench) -> dict[str, Any]:
+    """Many small rooms across two relays of one cluster: ``--pairs`` two-member channels,
+    one member of each on ``--port`` and its partner on ``--far-port`` (with equal ports,
+    both on one relay), all chatting as in ``channels``: each connection keeps
+    ``--inflight`` messages in flight to its partner and answers every message it gets with
+    one more. The readings are those of ``cluster``."""
+    args = b.args
+    pairs, size = args.pairs, args.size
+    far_port = args.far_port or args.port
+    eng = b.engine
+    paths = [f"/c/rooms-{b.tag}-{i}" for i in range(pairs)]
+    t0 = time.perf_counter()
+    near = b.connect_many(paths, args.setup_timeout)
+    far = connect_at(b, far_port, paths)
+    b.wait_others(pairs, args.setup_timeout, "partner join notices")
+    log(f"cluster rooms setup: {pairs} pairs in {time.perf_counter() - t0:.1f}s")
+    frame = client_frame(make_message(0, size))
+    conns = near + far
+    for conn in conns:
+        conn.reply = frame
+    for conn in conns:
+        conn.send(frame * args.inflight)
+    eng.run(lambda: False, args.warmup)
+    readings = RelayReadings(b, [args.port] if far_port == args.port else [args.port, far_port])
+    win = Window(args, lambda: eng.delivered)
+    near0, far0 = sum(r.data for r in near), sum(r.data for r in far)
+    eng.run(lambda: False, args.duration)
+    out: dict[str, Any] = {"pairs": pairs, "inflight_per_conn": args.inflight, "size": size}
+    out["window"] = win.result()
+    readings.result(out)
+    out["deliveries"] = out["messages"] = out["window"]["count"]
+    out["near_deliveries"] = sum(r.data for r in near) - near0
+    out["far_deliveries"] = sum(r.data for r in far) - far0
+    if far_port == args.port:  # one relay: every delivery is its own
+        out["near_deliveries"] += out["far_deliveries"]
+        out["far_deliveries"] = 0
+    out["errors"] = eng.errors
+    out["failed"] = eng.failed
+    if eng.failed:
+        out["last_failure"] = eng.last_failure
+    relay_cpu = sum(out["relay_cpu_s"])
+    log(
+        f"cluster rooms: {out['window']['rate']:.0f} deliveries/s, relays {relay_cpu:.2f} CPU-s"
+        f" ({out['deliveries'] / relay_cpu if relay_cpu else 0:.0f} deliveries per CPU-s), redis {out['redis_cpu_s']}"
+    )
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "fanout": fanout,
     "latency": latency,
@@ -583,6 +648,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "memory": memory,
     "stalled": stalled,
     "cluster": cluster,
+    "cluster-rooms": cluster_rooms,
 }
 
 
@@ -605,13 +671,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", default="bursty,paced", help="fanout modes")
     p.add_argument("--window", type=int, default=64, help="bursty messages in flight")
     p.add_argument("--rate", type=float, default=100.0, help="latency messages per second")
-    p.add_argument("--pairs", type=int, default=1000, help="channels: two-member channels")
+    p.add_argument("--pairs", type=int, default=1000, help="channels, cluster-rooms: two-member channels")
     p.add_argument("--inflight", type=int, default=2, help="channels: messages in flight per conn")
     p.add_argument("--concurrency", type=int, default=32, help="connrate: parallel handshakes")
     p.add_argument("--count", type=int, default=5000, help="memory: idle connections")
     p.add_argument("--warm-conns", type=int, default=20, help="memory: opened before the baseline")
     p.add_argument("--settle", type=float, default=1.0, help="memory: seconds before RSS reads")
-    p.add_argument("--far-port", type=int, default=0, help="cluster: the second relay's port (0: --port)")
+    p.add_argument("--far-port", type=int, default=0, help="cluster(-rooms): the second relay's port (0: --port)")
     p.add_argument("--far-n", type=int, default=-1, help="cluster: receivers on the far relay (-1: n/2)")
     p.add_argument("--relay-pids", default="", help="cluster: comma list of relay pids for CPU readings")
     p.add_argument("--redis-pid", type=int, default=0, help="cluster: Redis's pid for its CPU reading")

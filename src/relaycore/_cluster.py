@@ -9,7 +9,7 @@ by the Lua scripts below, each atomic:
 - ``rc:k:{C}`` the SHA-256 digests of the keys C's first joiner set (open channels);
 - ``rc:s:{C}`` C's event counter; ``rc:c:{C}`` C's pub/sub channel;
 - ``rc:o:<node>`` the channels a node has members in; ``rc:n:<node>`` its heartbeat (with a
-  TTL); ``rc:nodes`` every node known; ``rc:d:<node>`` its direct-message channel.
+  TTL); ``rc:nodes`` every node known; ``rc:d:<node>`` its own pub/sub channel.
 
 A join or leave script changes the hash, takes the next number from the counter and
 publishes the event (``J`` or ``L`` record) on ``rc:c:{C}`` in the same atomic step, so every
@@ -23,10 +23,12 @@ members as they were (the snapshot); records that arrive before the snapshot wai
 those it already counts are skipped by their number.
 
 Messages never wait for Redis: a member's broadcast goes to the node's own members at once,
-then to the other nodes as one ``M`` record (several messages to one channel share a
-record), already encoded; each node hands the same bytes to its members. A node publishes
-nothing for a channel no other node serves, and subscribes only to channels it serves, so it
-never receives traffic for the others. Direct messages go to the target's node only.
+then, already encoded, to each other node with members in the channel, on that node's own
+channel: the messages of a burst for one node share one ``M`` record whatever their
+channels, and no node hears its own messages back. The receiving node hands the same bytes
+to its members, the messages of one record to each member in one batch. A node publishes
+nothing for a channel no other node has members in, and subscribes only to channels it
+serves. Direct messages go to the target's node only.
 
 The core decides; the transport only carries. It takes :attr:`ClusterHub.calls` (scripts and
 publishes, in order), keeps the subscriptions equal to :attr:`ClusterHub.subscriptions`,
@@ -40,8 +42,8 @@ that did not come back.
 The node is a :class:`~relaycore.Hub` (its members, presence frames, fan-out and key rules
 are the hub's own, used as they are) with these parts of its own, one module each:
 
-- ``_cluster_calls``: :class:`Call` and the queue of calls for Redis (``M`` records batched,
-  the publish bound);
+- ``_cluster_calls``: :class:`Call` and the queue of calls for Redis (``M`` records, one
+  per node and burst; the publish bound);
 - ``_cluster_replica``: a channel's replica, its members anywhere, its joins in flight;
 - ``_cluster_replication``: records and snapshots applied to the replicas, syncs;
 - ``_cluster_joins``: a join asked of Redis, or decided here while Redis is away;
@@ -61,6 +63,7 @@ import msgspec
 
 from ._channel import Channel, Departure, Member
 from ._cluster_calls import SEP, Call, CallQueue
+from ._cluster_host import ClusterHostSide
 from ._cluster_joins import Joining
 from ._cluster_replica import Replica
 from ._cluster_replication import Replication
@@ -87,7 +90,7 @@ class _Plane:
         return self.node.joining.join(request)
 
 
-class ClusterHub(Hub):
+class ClusterHub(ClusterHostSide, Hub):
     """A :class:`~relaycore.Hub` that is one node of a cluster (see the module's docs).
 
     ``node`` names this node in the cluster; it must be new on every start (the transport
@@ -118,10 +121,16 @@ class ClusterHub(Hub):
         self.queue = CallQueue(self.node_raw, config.cluster, self.stats)
         #: The channels served, each kept equal to Redis.
         self.replication = Replication(self, self.queue, self.node_raw, self.channels_key, self.direct_key, self.stats)
+        # What each broadcast looks at, bound once.
+        self._replicas = self.replication.replicas
+        self._publish = self.queue.publish
         tokens = itertools.count(1)
         #: Joins on their way through Redis.
         self.joining = Joining(self, self.replication, self.queue, self.node_raw, self.channels_key, tokens)
         self._tokens = tokens
+        #: Long polls asked of other nodes, by request id (``_cluster_host``).
+        self._remote_polls: dict[bytes, Any] = {}
+        self.http.suffix = self._token_suffix()
         #: HTTP pushes waiting for Redis's count, by token.
         self._pushes: dict[int, PushWaiter] = {}
 
@@ -216,24 +225,26 @@ class ClusterHub(Hub):
             replica.leaving.update(uids)
             self.replication.ask_leave(replica, uids)
         else:
-            members = replica.members
             decided = len(gone)
-            before = len(members)
+            before = len(replica.members)
             for member, _, _ in gone:
-                members.pop(member.uid, None)
+                replica.drop(member.uid)
             super().departed(channel, gone, before)  # slow consumers swept in the same pass
             for member, _, _ in gone[decided:]:
-                members.pop(member.uid, None)
+                replica.drop(member.uid)
         if not channel.members and self.channels.get(channel.name) is channel:
             self.replication.unserve_if_idle(replica)
 
     def broadcast(self, channel: Channel, payload: bytes, skip: Member | None) -> None:
-        """A member's message: to this node's members now, then to the nodes that serve the
-        channel too, as part of an ``M`` record."""
-        super().broadcast(channel, payload, skip)
-        replica = self.replication.replicas.get(channel.name)
-        if replica is not None and len(replica.members) > len(channel.members):
-            self.queue.publish(replica.pub, payload)
+        """A member's message: to this node's members now, then to the other nodes with
+        members in the channel, as part of each one's ``M`` record."""
+        if skip is None or len(channel.members) > 1:  # (the sender alone here: no frame to make)
+            super().broadcast(channel, payload, skip)
+        replica = self._replicas.get(channel.name)
+        if replica is not None:
+            others = replica.others
+            if others:
+                self._publish(others, replica.head, payload)
 
     def forward(self, member: Member, uid: str, message: msgspec.Raw) -> bool:
         """A direct message to a member of another node: published on that node's channel."""
@@ -243,7 +254,7 @@ class ClusterHub(Hub):
             return False
         payload = envelope(self.now_ms(), message, member)
         record = b"D" + uid.encode() + SEP + payload + SEP + member.channel.name.encode()
-        self.queue.publish_direct(replica.pub, b"rc:d:" + entry.node, record)
+        self.queue.publish_direct(entry.node, record)
         return True
 
     def deliver_push(self, name: str, message: msgspec.Raw, waiter: PushWaiter | None) -> int | None:
@@ -258,8 +269,8 @@ class ClusterHub(Hub):
             here = 0 if channel is None else len(channel.members)
             if replica is None or not self.is_online:
                 return here  # without Redis, only the members here were reached
-            if len(replica.members) > here:
-                self.queue.publish(replica.pub, payload)
+            if replica.others:
+                self.queue.publish(replica.others, replica.head, payload)
             return len(replica.members)
         m, _, _, pub = channel_keys(name)
         token = next(self._tokens)
@@ -273,7 +284,12 @@ class ClusterHub(Hub):
         return None
 
     def _on_direct(self, data: bytes) -> None:
-        if data[:1] != b"D":
+        kind = data[:1]
+        if kind == b"M":
+            self.replication.receive_messages(data)
+            return
+        if kind != b"D":
+            self._on_host_record(data)  # the host's calls, the HTTP door (_cluster_host)
             return
         uid, _, rest = data[1:].partition(SEP)
         payload, _, name = rest.partition(SEP)

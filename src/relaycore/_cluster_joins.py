@@ -149,7 +149,7 @@ class Joining:
             can_send = self._hub.access.open(replica, options, not replica.members, DIGEST)
         if uid is None or uid in replica.members:
             uid = self._uid(replica)
-        replica.members[uid] = Entry(uid, self._node_raw, options.announce, options.alias)
+        replica.add(Entry(uid, self._node_raw, options.announce, options.alias))
         return self._replication.admit(replica, request, uid, can_send)
 
     def _refused(self, replica: Replica, request: JoinRequest, error: HTTPError) -> None:

@@ -1,7 +1,8 @@
 """What a cluster node knows of a channel it serves: its replica, and the joins in flight.
 
 A :class:`Replica` holds every member of the channel cluster-wide (an :class:`Entry` each,
-with its node), in join order, as the channel's numbered records built it; the digests of
+with its node), in join order, as the channel's numbered records built it; the other nodes
+that have members in it (where its messages go, kept as members come and go); the digests of
 the keys the channel's first joiner set (kept in the :data:`~relaycore._access.DIGEST`
 form, so :class:`~relaycore._access.Access` decides with them exactly as one relay does with
 the keys); and this node's joins waiting for Redis (a :class:`Pending` each, by token).
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._channel import JoiningSession, Member
-from ._cluster_calls import SEP
+from ._cluster_calls import SEP, run_head
 from ._cluster_scripts import channel_keys
 from ._protocols import JoinRequest
 
@@ -47,13 +48,17 @@ class Replica:
     """What a node knows of a channel it serves: every member, cluster-wide."""
 
     __slots__ = (
+        "_far",
         "buffered",
         "buffered_bytes",
+        "head",
+        "home",
         "join_key",
         "keys",
         "leaving",
         "members",
         "name",
+        "others",
         "pending",
         "pub",
         "send_key",
@@ -62,13 +67,20 @@ class Replica:
         "synced",
     )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, home: bytes) -> None:
         self.name = name
+        #: The node keeping this replica.
+        self.home = home
         #: The channel's names in Redis: members hash, keys hash, counter, pub/sub channel.
         self.keys = channel_keys(name)
         self.pub = self.keys[3]
-        #: Every member, in join order.
+        #: What starts the channel's run of messages in an ``M`` record to another node.
+        self.head = run_head(name)
+        #: Every member, in join order (changed through :meth:`add` and :meth:`drop` only).
         self.members: dict[str, Entry] = {}
+        #: The other nodes with members in the channel: where its messages go.
+        self.others: tuple[bytes, ...] = ()
+        self._far: dict[bytes, int] = {}
         #: The number of the last record applied.
         self.seq = 0
         #: False until the snapshot came: records wait in ``buffered``.
@@ -83,6 +95,32 @@ class Replica:
         #: The SHA-256 digests of the keys the first joiner set (None: no such key).
         self.join_key: bytes | None = None
         self.send_key: bytes | None = None
+
+    def add(self, entry: Entry) -> None:
+        """A member joins the replica (last in join order)."""
+        if entry.uid in self.members:
+            self.drop(entry.uid)
+        self.members[entry.uid] = entry
+        node = entry.node
+        if node != self.home:
+            far = self._far
+            count = far.get(node, 0)
+            far[node] = count + 1
+            if not count:
+                self.others = tuple(far)
+
+    def drop(self, uid: str) -> Entry | None:
+        """Member ``uid`` leaves the replica: its entry (None if it was not in it)."""
+        entry = self.members.pop(uid, None)
+        if entry is not None and entry.node != self.home:
+            far = self._far
+            count = far[entry.node] - 1
+            if count:
+                far[entry.node] = count
+            else:
+                del far[entry.node]
+                self.others = tuple(far)
+        return entry
 
     def pending_uid(self, uid: str) -> tuple[str, Pending] | None:
         """The local join waiting for Redis with ``uid``, and its token."""

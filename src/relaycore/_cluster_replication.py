@@ -13,6 +13,12 @@ or by a *sync*): records that arrive before it wait, and those the snapshot alre
 are skipped by their number. A sync registers the node's members again (after an outage,
 or when a node was taken for dead) and reloads the replica, telling the members every
 difference.
+
+Messages from other nodes come in ``M`` records on the node's own channel, several channels
+to a record (see :mod:`relaycore._cluster_calls`). Each channel's messages of one record reach
+each local member in one batch: the frames made once and joined once, one put per member,
+the members that cannot take the whole batch departing together as slow consumers. While a
+replica waits for its snapshot, its messages wait with its records, in their order.
 """
 
 from __future__ import annotations
@@ -20,14 +26,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._access import DIGEST
-from ._channel import Channel, Member
-from ._cluster_calls import MSG_SEP, SEP, Call, CallQueue
+from ._channel import Channel, Departure, Member
+from ._cluster_calls import MSG_SEP, SEP, Call, CallQueue, runs
 from ._cluster_replica import Entry, Pending, Replica, parse_entry, raw, tell_joined, text
 from ._cluster_scripts import channel_keys
 from ._hub import Hub
 from ._protocols import JoinRequest
-from ._texts import CLOSE_INTERNAL_ERROR, UID_CONFLICT
-from ._wire import JoinFrame, LeaveFrame
+from ._texts import CLOSE_INTERNAL_ERROR, CLOSE_POLICY, SLOW_CONSUMER, UID_CONFLICT
+from ._wire import JoinFrame, LeaveFrame, text_frame
 
 __all__ = ["MAX_BUFFERED", "MAX_BUFFERED_BYTES", "Replication"]
 
@@ -73,7 +79,7 @@ class Replication:
         """The replica of channel ``name``, served from now on if it was not."""
         replica = self.replicas.get(name)
         if replica is None:
-            replica = self.replicas[name] = Replica(name)
+            replica = self.replicas[name] = Replica(name, self._node_raw)
             replica.synced = not self._queue.online
             self.subscriptions.add(replica.pub)
         return replica
@@ -95,10 +101,9 @@ class Replication:
         replica.synced = True
         replica.snapshot_asked = False
         replica.drop_buffered()
-        members = replica.members
-        gone = [members.pop(uid) for uid in sorted(replica.leaving) if uid in members]
+        gone = [entry for entry in map(replica.drop, sorted(replica.leaving)) if entry is not None]
         replica.leaving.clear()
-        self._announce_gone(replica, gone, len(members) + len(gone))
+        self._announce_gone(replica, gone, len(replica.members) + len(gone))
 
     def resume(self) -> None:
         """Redis is back: register every member again, settle the channels left meanwhile."""
@@ -132,16 +137,51 @@ class Replication:
             replica.drop_buffered()
             self.sync(replica, drop_missing=True)
 
+    def receive_messages(self, record: bytes) -> None:
+        """An ``M`` record on this node's own channel: messages of the channels it serves."""
+        replicas, channels, deliver = self.replicas, self._hub.channels, self._hub.fanout.deliver
+        for name, payloads in runs(record).items():
+            replica = replicas.get(name)
+            if replica is None:
+                continue  # no longer served here
+            if not replica.synced:  # in its place among the channel's records waiting for the snapshot
+                self.receive(replica.pub, b"M" + SEP + MSG_SEP.join(payloads))
+                continue
+            local = channels.get(name)
+            if local is None:
+                continue
+            if len(payloads) == 1:  # (one message: as any delivery)
+                deliver(local.everyone, payloads[0], None, local.tally)
+            else:
+                self.deliver(local, payloads)
+
+    def deliver(self, local: Channel, payloads: list[bytes]) -> None:
+        """Messages from another node, to this node's members of ``local``: one batch per
+        member (the frames made once and joined once); those whose outbox cannot take the
+        batch are slow consumers, departing together."""
+        frames = b"".join(map(text_frame, payloads))
+        slow: list[Departure] | None = None
+        recipients = local.everyone
+        for member in recipients:
+            if not member.outbox.put_batch(payloads, frames):
+                if slow is None:
+                    slow = []
+                slow.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+        tally = local.tally
+        reached = len(recipients) - (0 if slow is None else len(slow))
+        tally.delivered += reached * len(payloads)
+        tally.bytes_out += reached * sum(map(len, payloads))
+        if slow is not None:
+            tally.dropped["slow_consumer"] += len(slow)
+            self._hub.depart(local, slow)
+
     def _apply(self, replica: Replica, data: bytes) -> None:
         """Apply one record, in the cluster's order."""
         kind = data[:1]
-        if kind == b"M":
-            node, _, messages = data[1:].partition(SEP)
+        if kind == b"M":  # an HTTP push from a node not serving the channel, or waiting messages
             local = self._hub.channels.get(replica.name)
-            if node != self._node_raw and local is not None:
-                deliver = self._hub.fanout.deliver
-                for payload in messages.split(MSG_SEP):
-                    deliver(local.everyone, payload, None, local.tally)
+            if local is not None:
+                self.deliver(local, data[1:].partition(SEP)[2].split(MSG_SEP))
             return
         fields = data[1:].split(SEP)
         seq = int(fields[0])
@@ -158,7 +198,8 @@ class Replication:
         alias = SEP.join(fields[6:]).decode() or None
         if uid in replica.members:
             return
-        replica.members[uid] = entry = Entry(uid, node, announce, alias)
+        entry = Entry(uid, node, announce, alias)
+        replica.add(entry)
         if node != self._node_raw:
             self._announce(replica, JoinFrame(total=len(replica.members), date=self._hub.now_ms()), entry)
             return
@@ -171,7 +212,7 @@ class Replication:
         local = self._hub.channels.get(replica.name)
         if local is None or uid not in local.members:
             # Registered for a client that is gone (or unknown): it leaves again.
-            del replica.members[uid]
+            replica.drop(uid)
             self.ask_leave(replica, [uid])
 
     def _apply_leave(self, replica: Replica, uids: list[str]) -> None:
@@ -180,12 +221,12 @@ class Replication:
         ours_dropped = False
         for uid in uids:
             replica.leaving.discard(uid)
-            entry = replica.members.pop(uid, None)
+            entry = replica.drop(uid)
             if entry is None:
                 continue
             if local is not None and uid in local.members:
                 # One of ours was dropped from Redis (this node looked dead): register it again.
-                replica.members[uid] = entry
+                replica.add(entry)
                 ours_dropped = True
                 continue
             gone.append(entry)
@@ -216,12 +257,12 @@ class Replication:
         if drop_missing:
             gone = [e for uid, e in known.items() if uid not in fresh and (local is None or uid not in local.members)]
             for entry in gone:
-                del known[entry.uid]
+                replica.drop(entry.uid)
             self._announce_gone(replica, gone, len(known) + len(gone))
         for entry in fresh.values():
             if entry.uid in known:
                 continue
-            known[entry.uid] = entry
+            replica.add(entry)
             if entry.node != self._node_raw:
                 self._announce(replica, JoinFrame(total=len(known), date=self._hub.now_ms()), entry)
                 continue
@@ -229,7 +270,7 @@ class Replication:
             if found is not None:  # its record is older than the snapshot: admitted from it
                 self._admit_pending(replica, *found)
             elif local is None or entry.uid not in local.members:
-                del known[entry.uid]
+                replica.drop(entry.uid)
                 self.ask_leave(replica, [entry.uid])
         replica.seq = seq
         replica.synced = True
@@ -280,7 +321,7 @@ class Replication:
         local = channels.get(replica.name)
         for uid in uids:
             self._stats["uid_conflicts"] += 1
-            entry = replica.members.pop(uid, None)
+            entry = replica.drop(uid)
             member = local.members.get(uid) if local is not None else None
             if member is None or local is None:
                 continue

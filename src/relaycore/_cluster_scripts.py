@@ -8,10 +8,11 @@ channel (fields separated by 0x1f):
 - ``J seq node uid announce token can_send alias``: a member joined (token: the joining
   node's own number for the join, empty for a re-registration);
 - ``L seq uid uid ...``: members left;
-- ``M node message 0x1e message ...``: messages from ``node`` (empty: an HTTP push);
+- ``M 0x1f message``: an HTTP push to a channel its node does not serve (the push script);
 
-and on a node's own channel ``D uid message channel`` (a direct message) or ``P n`` (the
-node's ping to itself).
+and on a node's own channel ``M`` (other nodes' messages for its members, several channels
+to a record: see ``_cluster_calls``), ``D uid message channel`` (a direct message) or ``P n``
+(the node's ping to itself).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from ._errors import HTTPError, RelayUsageError, RelayValueError
 from ._hooks import Authorizing, Hooks, JoinAttempt, apply_decision, finish, refused_by
 from ._names import check_channel
 from ._protocols import JoinRequest, PushWaiter
-from ._texts import CLOSE_ABNORMAL, CLOSE_POLICY
+from ._session_seams import Answer
+from ._texts import CLOSE_ABNORMAL, CLOSE_POLICY, SESSION_NOT_FOUND
 from ._wire import UserEntry
 
 if TYPE_CHECKING:
@@ -146,6 +147,10 @@ class HostSide:
         except Exception as exc:  # the host's rule failed: the message is not relayed
             self.hook_failed("on_message", exc)
             return None
+
+    def forward_session(self, session: Any, method: bytes, rest: bytes, body: bytes) -> Answer | None:
+        """``/s/<token>`` of a member not here: 404 (a cluster node asks the node holding it)."""
+        raise HTTPError(404, SESSION_NOT_FOUND)
 
     # -- the host's calls -------------------------------------------------------------------
 

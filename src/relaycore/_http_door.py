@@ -180,6 +180,8 @@ class HTTPDoorSide(LaterAnswers):
         hub = self.hub
         raw_token, _, query = rest.partition(b"?")
         member = hub.http.sessions.get(raw_token.decode("latin-1"))
+        if member is None and method in (b"GET", b"POST", b"DELETE"):
+            return hub.forward_session(self, method, rest, body)  # a cluster: its node may hold it
         if member is None or (member.closing is not None and member.stream is not MESSAGES):
             raise HTTPError(404, SESSION_NOT_FOUND)
         if method == b"GET":

@@ -98,7 +98,7 @@ def stream_form(headers: Headers) -> WireForm | None:
 class HTTPSessions:
     """The HTTP door's members by token; the door of the parked long-poll outboxes."""
 
-    __slots__ = ("config", "polls", "sessions", "tokens")
+    __slots__ = ("config", "polls", "sessions", "suffix", "tokens")
 
     def __init__(self, config: HTTPConfig) -> None:
         self.config = config
@@ -108,6 +108,8 @@ class HTTPSessions:
         self.sessions: dict[str, Parked] = {}
         #: The long-poll members by token.
         self.polls: dict[str, Poll] = {}
+        #: What ends every token (a cluster node: its own name, so that any node finds it).
+        self.suffix = ""
 
     @property
     def serving(self) -> bool:
@@ -116,9 +118,9 @@ class HTTPSessions:
 
     def new_token(self) -> str:
         assert self.tokens is not None
-        token = self.tokens()
+        token = self.tokens() + self.suffix
         while token in self.sessions:
-            token = self.tokens()
+            token = self.tokens() + self.suffix
         return token
 
     def discard(self, token: str) -> None:
@@ -135,6 +137,12 @@ class HTTPSessions:
     def tick(self, now: float) -> None:
         """A long-poll member that has not polled for ``poll_timeout`` seconds has left."""
         timeout = self.config.poll_timeout
+        for poll in [p for p in self.polls.values() if getattr(p.waiter, "remote", False)]:
+            # A request from another node gives up after poll_wait: answer [] first, so
+            # that no frame is taken for a request nobody waits for any more.
+            if now - poll.seen > max(0.0, self.config.poll_wait - 1.0) and poll.waiter is not None:
+                waiter, poll.waiter = poll.waiter, None
+                waiter.answered(Answer(200, b"[]", poll.headers))
         for poll in [p for p in self.polls.values() if p.waiter is None and now - p.seen > timeout]:
             if poll.ended:  # its last frames were never fetched
                 self.discard(poll.token)

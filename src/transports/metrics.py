@@ -113,7 +113,7 @@ class RelayCollector:
         yield GaugeMetricFamily("relaycore_cluster_online", "1 while Redis is reachable.", 1 if hub.is_online else 0)
         stats = hub.stats
         for name, text, value in (
-            ("relaycore_cluster_published", "Messages queued for the other nodes.", stats["published"]),
+            ("relaycore_cluster_published", "Messages sent to the other nodes.", stats["published"]),
             ("relaycore_cluster_publish_dropped", "Messages for the other nodes dropped.", stats["dropped_messages"]),
             ("relaycore_cluster_records_received", "Pub/sub records received from Redis.", stats["records_in"]),
             ("relaycore_cluster_received_bytes", "Bytes of the pub/sub records received.", stats["bytes_in"]),

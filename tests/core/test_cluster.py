@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from relaycore import Config, HTTPError, LimitsConfig, NamespaceConfig, parse_json, text_frame
+from relaycore._cluster_calls import run_head, runs
 from relaycore.testing import seeded_uids
 
 from ._redis_model import Client, FakeCluster
@@ -199,9 +200,10 @@ def test_a_broadcast_goes_out_locally_at_once_and_to_the_other_node_after_its_re
     assert near.raw()[-1] == expected, "the sender's own node does not wait for Redis"
     assert ann.new() == [], "no echo unless asked"
     calls = c["a"].hub.calls
-    assert [(call.script, call.keys) for call in calls] == [("publish", [b"rc:c:{room}"])]
+    assert [(call.script, call.keys) for call in calls] == [("publish", [b"rc:d:b.1"])], "to b's own channel"
     c["a"].send()
     assert far.new() == [] and len(c["b"].inbox) == 1, "published, not yet fed"
+    assert not c["a"].inbox, "a node never hears its own messages back"
     c["b"].feed()
     assert far.raw()[-1] == expected, "the other node hands out the very same bytes"
     assert near.new() == far.new() == [json.loads(expected)]
@@ -747,12 +749,14 @@ def test_the_publish_buffer_drops_messages_over_its_bound_and_counts_them() -> N
         talker.send({"n": n, "pad": "x" * 80})
     assert [f["message"]["n"] for f in near.new()] == list(range(10)), "local delivery never drops"
     (record,) = publish_records(c, "a")
-    payloads = record.partition(b"\x1f")[2].split(b"\x1e")
+    assert record.startswith(b"M" + c["a"].hub.node_raw + run_head(ROOM))
+    (payloads,) = runs(record).values()
     assert sum(len(p) + 1 for p in payloads) <= 400 < sum(len(p) + 1 for p in payloads) + len(payloads[0])
     kept = len(payloads)
     stats = c["a"].hub.stats
-    assert (stats["published"], stats["dropped_messages"]) == (kept, 10 - kept)
+    assert (stats["published"], stats["dropped_messages"]) == (0, 10 - kept), "published: once handed over"
     c.run_until_idle()
+    assert (stats["published"], stats["dropped_messages"]) == (kept, 10 - kept)
     assert [f["message"]["n"] for f in far.new()] == list(range(kept))
     talker.send({"n": 10})  # the bound is on what waits for Redis: there is room again
     c.run_until_idle()
