@@ -44,8 +44,9 @@ class Bench:
         self.engine = Engine(args.host, args.port)
         self.tag = f"{os.getpid()}-{int(time.time() * 1000) % 100000}"
 
-    def connect_many(self, paths: list[str], timeout: float) -> list[Conn]:
-        """Open connections (bounded concurrency) until each got its self-join."""
+    def connect_many(self, paths: list[str], timeout: float, sse: int = 0) -> list[Conn]:
+        """Open connections (bounded concurrency) until each got its self-join; the first
+        ``sse`` of them over Server-Sent Events, the others over WebSocket."""
         eng = self.engine
         conns: list[Conn] = []
         base_open, base_failed = eng.opened, eng.failed
@@ -55,7 +56,7 @@ class Bench:
         def hook() -> None:
             pending = len(conns) - (eng.opened - base_open) - (eng.failed - base_failed)
             while pending < CONNECT_CONCURRENCY and remaining[0] > 0:
-                conns.append(eng.connect(next(todo)))
+                conns.append(eng.connect(next(todo), sse=len(conns) < sse))
                 remaining[0] -= 1
                 pending += 1
 
@@ -78,13 +79,14 @@ class Bench:
         channel = f"/c/fan-{self.tag}"
         t0 = time.perf_counter()
         setup_timeout = self.args.setup_timeout
-        receivers = self.connect_many([channel] * n, setup_timeout)
+        sse = round(n * self.args.sse)
+        receivers = self.connect_many([channel] * n, setup_timeout, sse)
         sender = self.connect_many([channel + sender_query], setup_timeout)[0]
         sender.receiver = False
         # Each member hears one join notice per later joiner, sender included.
         expected = sum(n + 1 - r.total for r in receivers)
         self.wait_others(expected, setup_timeout, "join notices")
-        log(f"fanout setup n={n}: {time.perf_counter() - t0:.1f}s ({expected} join notices)")
+        log(f"fanout setup n={n} ({sse} over SSE): {time.perf_counter() - t0:.1f}s ({expected} join notices)")
         return receivers, sender
 
     def drain(self, target: Callable[[], bool], what: str) -> bool:
@@ -669,6 +671,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=100, help="client message bytes")
     p.add_argument("--n", type=int, default=1000, help="fanout/latency receivers")
     p.add_argument("--modes", default="bursty,paced", help="fanout modes")
+    p.add_argument("--sse", type=float, default=0.0, help="fanout: share of the receivers on SSE (0 to 1)")
     p.add_argument("--window", type=int, default=64, help="bursty messages in flight")
     p.add_argument("--rate", type=float, default=100.0, help="latency messages per second")
     p.add_argument("--pairs", type=int, default=1000, help="channels, cluster-rooms: two-member channels")

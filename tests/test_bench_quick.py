@@ -60,3 +60,23 @@ def test_quick_benchmark_runs_every_peer_and_scenario(tmp_path: Path) -> None:
     for peer in PEERS:
         assert peer in result.stdout
     assert "uvicorn/starlette-uvicorn" in result.stdout
+
+
+def test_the_sse_benchmark_counts_every_delivery_to_sse_and_websocket_receivers(tmp_path: Path) -> None:
+    """bench/sse.py --quick: one relay, all-WebSocket, all-SSE and mixed channels of 20; every
+    setup drains (load.py waits until each receiver got every message) and reads CPU."""
+    out = tmp_path / "sse.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sse.py"), "--quick", "--json", str(out), "--log", str(tmp_path / "log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    for name in ("websocket", "sse", "mixed"):
+        reading = found["rounds"][0][name]
+        assert reading["count"] > 0 and reading["us_per_delivery"] > 0, (name, reading)
+    assert "SSE / WebSocket deliveries per second" in result.stdout

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from ._config import NamespaceConfig
 from ._counters import Tally
 from ._errors import HTTPError
+from ._forms import WEBSOCKET, WireForm
 from ._limits import TokenBucket
 from ._names import JoinOptions
 from ._outbox import Outbox
@@ -101,7 +102,7 @@ class Member:
 class Channel:
     """A named room; exists while it has members."""
 
-    __slots__ = ("_everyone", "crowd", "join_key", "members", "name", "reservation", "send_key", "tally")
+    __slots__ = ("_everyone", "_forms", "crowd", "join_key", "members", "name", "reservation", "send_key", "tally")
 
     def __init__(self, name: str, reservation: NamespaceConfig | None, tally: Tally | None = None) -> None:
         self.name = name
@@ -113,6 +114,7 @@ class Channel:
         #: Members by uid, in join order.
         self.members: dict[str, Member] = {}
         self._everyone: tuple[Member, ...] | None = None
+        self._forms: tuple[tuple[WireForm, tuple[Member, ...]], ...] | None = None
         #: Its coalesced presence, when it has more members than a set count (see
         #: :mod:`relaycore._crowd`); None: every join and leave is told as it happens.
         self.crowd: Crowd | None = None
@@ -125,8 +127,25 @@ class Channel:
             snapshot = self._everyone = tuple(self.members.values())
         return snapshot
 
+    @property
+    def forms(self) -> tuple[tuple[WireForm, tuple[Member, ...]], ...]:
+        """The members by wire form, each group in join order; ``()`` while every member is
+        on WebSocket (rebuilt only after a join or leave)."""
+        groups = self._forms
+        if groups is None:
+            found: dict[WireForm, list[Member]] = {}
+            for member in self.members.values():
+                found.setdefault(member.outbox.form, []).append(member)
+            if len(found) == 1 and WEBSOCKET in found:
+                groups = ()
+            else:
+                groups = tuple((form, tuple(members)) for form, members in found.items())
+            self._forms = groups
+        return groups
+
     def _changed(self) -> None:
         self._everyone = None
+        self._forms = None
 
 
 #: A member on its way out: the close code and reason its session gets (None: it left by

@@ -265,7 +265,7 @@ class ClusterHub(ClusterHostSide, Hub):
         channel = self.channels.get(name)
         if not self.is_online or waiter is None or (replica is not None and replica.synced):
             if channel is not None:
-                self.fanout.deliver(channel.everyone, payload, None, channel.tally)
+                self.fanout.broadcast(channel, payload, None, channel.tally)
             here = 0 if channel is None else len(channel.members)
             if replica is None or not self.is_online:
                 return here  # without Redis, only the members here were reached

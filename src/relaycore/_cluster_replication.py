@@ -139,7 +139,7 @@ class Replication:
 
     def receive_messages(self, record: bytes) -> None:
         """An ``M`` record on this node's own channel: messages of the channels it serves."""
-        replicas, channels, deliver = self.replicas, self._hub.channels, self._hub.fanout.deliver
+        replicas, channels, broadcast = self.replicas, self._hub.channels, self._hub.fanout.broadcast
         for name, payloads in runs(record).items():
             replica = replicas.get(name)
             if replica is None:
@@ -151,7 +151,7 @@ class Replication:
             if local is None:
                 continue
             if len(payloads) == 1:  # (one message: as any delivery)
-                deliver(local.everyone, payloads[0], None, local.tally)
+                broadcast(local, payloads[0], None, local.tally)
             else:
                 self.deliver(local, payloads)
 

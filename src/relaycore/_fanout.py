@@ -17,6 +17,7 @@ import msgspec
 
 from ._channel import Channel, Departure, Member
 from ._counters import Tally
+from ._forms import WEBSOCKET
 from ._texts import CLOSE_POLICY, SLOW_CONSUMER
 from ._wire import Envelope, encode, text_frame
 
@@ -38,6 +39,31 @@ class Fanout:
     def __init__(self, depart: Callable[[Channel, list[Departure]], None]) -> None:
         #: The hub's departure: removes members of one channel, then closes the kicked ones.
         self.depart = depart
+
+    def broadcast(self, channel: Channel, payload: bytes, skip: Member | None, relayed: Tally | None = None) -> None:
+        """:meth:`deliver` to every member of ``channel`` (but ``skip``), rendered once per
+        wire form present: each member of a form gets that form's bytes, made before its
+        group's turn, so the outbox only queues them."""
+        groups = channel.forms
+        if not groups:  # every member on WebSocket
+            self.deliver(channel.everyone, payload, skip, relayed)
+            return
+        frame = text_frame(payload)
+        slow: list[Departure] | None = None
+        for form, members in groups:
+            rendered = frame if form is WEBSOCKET else form.message(payload)
+            put = type(members[0].outbox).put_rendered
+            for member in members:
+                if member is not skip and not put(member.outbox, payload, rendered):
+                    if slow is None:
+                        slow = []
+                    slow.append((member, CLOSE_POLICY, SLOW_CONSUMER))
+        if relayed is not None:
+            reached = len(channel.members) - (skip is not None) - (0 if slow is None else len(slow))
+            relayed.delivered += reached
+            relayed.bytes_out += reached * len(payload)
+        if slow is not None:
+            self._slow(slow)
 
     def deliver(
         self, recipients: Sequence[Member], payload: bytes, skip: Member | None, relayed: Tally | None = None
@@ -63,6 +89,10 @@ class Fanout:
             relayed.delivered += reached
             relayed.bytes_out += reached * len(payload)
         if slow is not None:
-            channel = slow[0][0].channel
-            channel.tally.dropped["slow_consumer"] += len(slow)
-            self.depart(channel, slow)
+            self._slow(slow)
+
+    def _slow(self, slow: list[Departure]) -> None:
+        """The slow consumers of one delivery, on their way out together."""
+        channel = slow[0][0].channel
+        channel.tally.dropped["slow_consumer"] += len(slow)
+        self.depart(channel, slow)

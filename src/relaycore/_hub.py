@@ -313,7 +313,7 @@ class Hub(HostSide, ReadyOutboxes):
 
         A cluster node overrides this to send the same bytes to the other nodes too.
         """
-        self.fanout.deliver(channel.everyone, payload, skip, channel.tally)
+        self.fanout.broadcast(channel, payload, skip, channel.tally)
 
     def send_direct(self, member: Member, uid: str, message: msgspec.Raw) -> Dropped | None:
         """Send a validated JSON value from ``member`` to member ``uid`` of its channel only."""
@@ -359,9 +359,8 @@ class Hub(HostSide, ReadyOutboxes):
         channel = self.channels.get(name)
         if channel is None:
             return 0
-        recipients = channel.everyone
-        self.fanout.deliver(recipients, envelope(self.now_ms(), message), None, channel.tally)
-        return len(recipients)
+        self.fanout.broadcast(channel, envelope(self.now_ms(), message), None, channel.tally)
+        return len(channel.members)
 
     def error(self, member: Member, text: str) -> None:
         """Send an error frame to ``member`` only."""

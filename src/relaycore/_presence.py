@@ -144,7 +144,7 @@ class Presence:
         if crowd is not None and not crowd.exact(frame, who):
             self._dirty[channel] = None
             return
-        self._fanout.deliver(channel.everyone, event(frame, who), skip)
+        self._fanout.broadcast(channel, event(frame, who), skip)
 
     def tick(self, now: float) -> None:
         """Send the coalesced events that are due: to each channel whose members may not
@@ -160,7 +160,7 @@ class Presence:
             elif crowd.due(now):
                 del dirty[channel]
                 # Slow consumers depart here, and their leaves may mark the channel again.
-                self._fanout.deliver(channel.everyone, encode(crowd.summary(now, date)), None)
+                self._fanout.broadcast(channel, encode(crowd.summary(now, date)), None)
 
     @staticmethod
     def remove(channel: Channel, departures: list[Departure]) -> list[Departure]:
