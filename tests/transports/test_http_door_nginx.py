@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import pytest
-from doors import server_gap
 from httpdoor import NDJSON, SSE, StreamMember, poll, poll_open, send_as, session_request
 from nginxproc import NGINX_DEFAULTS, nginx
 from wsclient import Client, clients, join, recv_json
@@ -84,15 +83,6 @@ async def test_stream_members_behind_nginx_get_each_frame_within_a_second(door: 
                 await lines.aclose()
 
 
-@server_gap(
-    "hypercorn-trio",
-    raises=AssertionError,
-    match=r"the stream did not end",
-    reason="hypercorn's trio worker leaves a connection that is not kept alive (HTTP/1.0, as nginx asks by "
-    "default, or Connection: close) open after a streaming response ended while the app was waiting in "
-    "receive(), as a stream's reader does: nginx then holds the client's stream open until its "
-    "proxy_read_timeout (60 s)",
-)
 async def test_a_stream_the_relay_ends_ends_behind_nginx(door: str, tmp_path: Path) -> None:
     async with running(make_config(), door=door) as relay, clients(relay.port) as connect:
         ws, _ = await join(connect, "/c/ending")

@@ -90,14 +90,14 @@ async def serve_stream(hub: Hub, link: HTTPLink, flush: Callable[[], None], rece
             tg.start_soon(_keepalive, hub, link)
             tg.start_soon(_read, link, receive, tg.cancel_scope)
             tg.start_soon(_drop_after_close, hub, link, tg.cancel_scope)
-            await _write(link, send)
+            await _write(link, send, hub.config.limits.close_timeout)
             tg.cancel_scope.cancel()
     finally:
         session.leave()
         flush()
 
 
-async def _write(link: HTTPLink, send: Send) -> None:
+async def _write(link: HTTPLink, send: Send, close_timeout: float) -> None:
     outbox = link.outbox
     session = link.session
     assert outbox is not None and session is not None and session.stream is not None
@@ -112,7 +112,11 @@ async def _write(link: HTTPLink, send: Send) -> None:
                 await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
             if link.close is not None and not outbox:
                 end = session.stream.close(*link.close)
-                await send({"type": "http.response.body", "body": end, "more_body": False})
+                # Shielded (for close_timeout at most): a server may end the connection
+                # within this call and tell the reader so, which would cancel the call
+                # half-way (hypercorn's trio worker then never closed the socket).
+                with anyio.CancelScope(shield=True, deadline=anyio.current_time() + close_timeout):
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
                 return
     except OSError:
         return  # the client went while we wrote; the reader hears it
