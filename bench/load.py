@@ -582,16 +582,7 @@ def cluster(b: Bench) -> dict[str, Any]:
     out["coalesce_ms"] = round(eng.coalesce * 1000, 2)
     eng.coalesce = 0.0
     out["complete"] = b.drain(bursty.done, "cluster")
-    out["errors"] = eng.errors
-    out["failed"] = eng.failed
-    if eng.failed:
-        out["last_failure"] = eng.last_failure
-    relay_cpu = sum(out["relay_cpu_s"])
-    log(
-        f"cluster n={n}: {out['window']['rate']:.0f} deliveries/s, relays {relay_cpu:.2f} CPU-s"
-        f" ({out['deliveries'] / relay_cpu if relay_cpu else 0:.0f} deliveries per CPU-s), redis {out['redis_cpu_s']}"
-    )
-    return out
+    return cluster_result(eng, out, f"cluster n={n}")
 
 
 def cluster_rooms(b: Bench) -> dict[str, Any]:
@@ -630,13 +621,18 @@ def cluster_rooms(b: Bench) -> dict[str, Any]:
     if far_port == args.port:  # one relay: every delivery is its own
         out["near_deliveries"] += out["far_deliveries"]
         out["far_deliveries"] = 0
+    return cluster_result(eng, out, "cluster rooms")
+
+
+def cluster_result(eng: Engine, out: dict[str, Any], label: str) -> dict[str, Any]:
+    """A cluster scenario's readings ``out`` with the engine's errors, logged in one line."""
     out["errors"] = eng.errors
     out["failed"] = eng.failed
     if eng.failed:
         out["last_failure"] = eng.last_failure
     relay_cpu = sum(out["relay_cpu_s"])
     log(
-        f"cluster rooms: {out['window']['rate']:.0f} deliveries/s, relays {relay_cpu:.2f} CPU-s"
+        f"{label}: {out['window']['rate']:.0f} deliveries/s, relays {relay_cpu:.2f} CPU-s"
         f" ({out['deliveries'] / relay_cpu if relay_cpu else 0:.0f} deliveries per CPU-s), redis {out['redis_cpu_s']}"
     )
     return out

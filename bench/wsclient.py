@@ -270,9 +270,15 @@ class Conn:
         if err:
             self.fail(f"connect: {os.strerror(err)}")
             return
+        self.state = HANDSHAKING
+        self.engine.ep.modify(self.fd, EPOLLIN)
+        self.send(self.request())
+
+    def request(self) -> bytes:
+        """The opening request: a WebSocket upgrade."""
         host = self.engine.host
         netloc = f"[{host}]:{self.engine.port}" if ":" in host else f"{host}:{self.engine.port}"
-        request = (
+        return (
             (
                 f"GET {self.path} HTTP/1.1\r\nHost: {netloc}\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: "
@@ -280,9 +286,6 @@ class Conn:
             + self.key
             + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
-        self.state = HANDSHAKING
-        self.engine.ep.modify(self.fd, EPOLLIN)
-        self.send(request)
 
     def flush(self) -> None:
         try:
@@ -472,17 +475,9 @@ class SSEConn(Conn):
 
     __slots__ = ()
 
-    def on_connected(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self.fail(f"connect: {os.strerror(err)}")
-            return
-        request = f"GET {self.path} HTTP/1.1\r\nHost: {self.engine.host}\r\nAccept: text/event-stream\r\n\r\n"
-        self.state = HANDSHAKING
-        self.engine.ep.modify(self.fd, EPOLLIN)
-        self.send(request.encode())
+    def request(self) -> bytes:
+        """The opening request: a GET asking for an event stream."""
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.engine.host}\r\nAccept: text/event-stream\r\n\r\n".encode()
 
     def on_handshake(self, chunk: bytes) -> None:
         buf = self.rbuf + chunk

@@ -32,7 +32,7 @@ from ._fanout import envelope
 from ._http_sessions import HTTPSessions
 from ._outbox import MessageOutbox
 from ._protocols import PushWaiter
-from ._session_seams import Answer, refusal
+from ._session_seams import Answer, PlainRequest, refusal
 from ._texts import CLOSE_POLICY, SESSION_NOT_FOUND
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class ClusterHostSide:
 
         try:
             if method != b"GET":
-                session = ClientSession(self, MessageOutbox(0, []), _Nowhere())  # type: ignore[arg-type]
+                session = ClientSession(self, MessageOutbox(0, []), PlainRequest())  # type: ignore[arg-type]
                 answer = session._session_request(method, target, body)
             else:
                 poll = self.http.polls.get(target.partition(b"?")[0].decode("latin-1"))
@@ -209,19 +209,3 @@ class ClusterHostSide:
         for request, waiting in list(self._remote_polls.items()):
             if waiting is session:
                 del self._remote_polls[request]
-
-
-class _Nowhere:
-    """The transport of a request done for another node: its answer goes nowhere."""
-
-    def session_closed(self, code: int, reason: str) -> None:
-        pass
-
-    def session_opened(self) -> None:
-        pass
-
-    def session_refused(self, answer: Answer) -> None:
-        pass
-
-    def session_answered(self, answer: Answer) -> None:
-        pass

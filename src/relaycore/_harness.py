@@ -21,6 +21,7 @@ from ._host import Roster
 from ._hub import Hub
 from ._outbox import MessageOutbox
 from ._session import Answer, ClientSession
+from ._session_seams import PlainRequest
 from ._texts import CLOSE_ABNORMAL, CLOSE_POLICY
 from ._virtual_member import VirtualMember
 
@@ -122,22 +123,6 @@ class HTTPAnswer:
         return msgspec.json.decode(self.body)
 
 
-class _PlainRequest:
-    """The transport side of a plain HTTP request: answered at once, nothing to do later."""
-
-    def session_closed(self, code: int, reason: str) -> None:
-        pass
-
-    def session_opened(self) -> None:
-        pass
-
-    def session_refused(self, answer: Answer) -> None:
-        pass
-
-    def session_answered(self, answer: Answer) -> None:
-        pass
-
-
 class Harness:
     """A relay in one object: virtual members, HTTP requests and time, all by plain calls.
 
@@ -229,7 +214,7 @@ class Harness:
     ) -> HTTPAnswer:
         """One plain HTTP request (``/push/...``, ``/health``, ``/version``), as the relay answers it."""
         outbox = MessageOutbox(self.config.limits.outbound_buffer_bytes, self.hub.ready)
-        session = ClientSession(self.hub, outbox, _PlainRequest(), client=self.client if client is None else client)
+        session = ClientSession(self.hub, outbox, PlainRequest(), client=self.client if client is None else client)
         pairs = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
         answer = session.request(method.encode("ascii"), target.encode("ascii"), pairs, body)
         self._flush()

@@ -24,6 +24,7 @@ __all__ = [
     "TEXT_PLAIN",
     "Answer",
     "Headers",
+    "PlainRequest",
     "Routes",
     "SessionTransport",
     "answer",
@@ -80,6 +81,23 @@ class SessionTransport(Protocol):
 
     def session_answered(self, answer: Answer) -> None:
         """A plain request the backplane decided later (an HTTP push): answer it with ``answer``."""
+
+
+class PlainRequest:
+    """The transport of a request answered at once, with nothing to do later (the test
+    harness's plain requests, a request done for another cluster node)."""
+
+    def session_closed(self, code: int, reason: str) -> None:
+        pass
+
+    def session_opened(self) -> None:
+        pass
+
+    def session_refused(self, answer: Answer) -> None:
+        pass
+
+    def session_answered(self, answer: Answer) -> None:
+        pass
 
 
 def answer(status: int, body: bytes, content_type: bytes = TEXT_PLAIN, *, cors: Headers = ()) -> Answer:
